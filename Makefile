@@ -1,0 +1,27 @@
+# One-command set-up: `make smoke` (CPU sweep on the embedded corpus) and `make test`.
+# TORCH pins the PyTorch version; here pip takes the CPU wheel on local disk, on a Linux GPU host
+# PyPI serves the CUDA build of the same version.  Override: `make install TORCH=2.11.0`.
+PYTHON ?= python3
+TORCH ?= 2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(TORCH)
+
+.PHONY: install smoke test clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+smoke: install
+	$(PY) -m sweep +experiment=smoke
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,38 @@
+"""Hydra callback: fit Approach 2 when a multirun sweep ends.
+
+Configure with `hydra.callbacks.analysis._target_: analysis.callback.AnalyzeOnMultirunEnd`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from analysis.results import NoResultsError
+from analysis.run import FIT_FILE, analyze, format_summary
+
+log = logging.getLogger(__name__)
+
+
+class AnalyzeOnMultirunEnd(Callback):
+    """Runs analyze(hydra.sweep.dir) after all jobs.  Never raises: the runs' results are
+    already on disk, and the analysis can be redone with `python -m analysis <sweep dir>`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = str(config.hydra.sweep.dir)
+        try:
+            result = analyze(sweep_dir)
+        except NoResultsError as e:  # e.g. a dry run: nothing was trained
+            log.info("analysis: nothing to fit (%s)", e)
+            return
+        except ValueError as e:
+            log.warning("analysis: scaling-law fit failed, run results are kept in %s: %s", sweep_dir, e)
+            return
+        except Exception:
+            # A bug in the analysis must not turn a finished sweep into a failed command.
+            log.exception("analysis: crashed; rerun with `python -m analysis %s`", sweep_dir)
+            return
+        log.info("analysis: wrote %s/%s\n%s", sweep_dir, FIT_FILE, format_summary(result))

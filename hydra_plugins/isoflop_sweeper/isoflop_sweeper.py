@@ -1,0 +1,103 @@
+"""A thin Hydra Sweeper: budgets x sizes from ``sweep.plan``, one job per run, any launcher.
+
+Select it with ``override hydra/sweeper: isoflop`` (conf/config.yaml does).  It
+
+1. prepares the data once (so every job finds the same tokenizer and shards),
+2. plans the grid with the pure ``sweep.plan.plan_grid`` and writes ``plan.json`` to the sweep dir,
+3. prints the plan; with ``sweep.dry_run=true`` it stops there,
+4. skips runs that already have a finished result (relaunching a sweep resumes it), and
+5. hands the rest to whichever Hydra launcher is configured (basic, joblib, submitit_slurm, ...),
+   each job with the user's overrides plus ``run_id=<id>``.
+
+(No ``from __future__ import annotations`` here: Hydra execs plugin modules without registering them
+in sys.modules, and dataclasses then cannot resolve string annotations.)
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IsoFLOPSweeperConf:
+    _target_: str = "hydra_plugins.isoflop_sweeper.isoflop_sweeper.IsoFLOPSweeper"
+    max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (None = all)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="isoflop", node=IsoFLOPSweeperConf, provider="scaling-sweep")
+
+
+class IsoFLOPSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int] = None) -> None:
+        self.max_batch_size = max_batch_size
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        # imported here so that Hydra's plugin discovery stays cheap
+        from sweep.plan import format_plan
+        from sweep.runner import make_plan
+        from sweep.store import is_done, write_json_atomic
+
+        cfg = self.config
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for o in parser.parse_overrides(arguments):
+            if o.is_sweep_override():
+                raise HydraException(
+                    f"'{o.input_line}' is a sweep override; the isoFLOP sweeper expands budgets x sizes itself: "
+                    "give single values, or one sweep.name per variant")
+
+        specs, dropped, data_path = make_plan(cfg)
+        sweep_dir = Path(cfg.hydra.sweep.dir)
+        print(f"isoFLOP sweep '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
+        print(format_plan(specs, dropped, cfg.sweep.assumed_flops_per_s))
+        if cfg.sweep.dry_run:
+            return []
+        if not specs:
+            raise HydraException("the plan has no feasible runs (see the reasons above); change sweep.budgets or the recipe")
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+        write_json_atomic(sweep_dir / "plan.json", {
+            "runs": [s.to_dict() for s in specs],
+            "dropped": [d.__dict__ for d in dropped],
+            "data": str(data_path),
+        })
+        todo = [s for s in specs if not is_done(sweep_dir / s.run_id)]
+        if len(todo) < len(specs):
+            log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
+
+        jobs = [list(arguments) + [f"run_id='{s.run_id}'"] for s in todo]
+        step = self.max_batch_size or max(1, len(jobs))
+        returns, failed = [], []
+        for i in range(0, len(jobs), step):
+            results = self.launcher.launch(jobs[i:i + step], initial_job_idx=i)
+            for spec, r in zip(todo[i:i + step], results):
+                try:
+                    _ = r.return_value  # raises the job's exception if it failed
+                except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
+                    failed.append(f"{spec.run_id}: {type(e).__name__}: {e}")
+            returns.append(results)
+        if failed:
+            raise HydraException(
+                f"{len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "
+                f"command to retry only the failed ones, or fit what exists with `python -m analysis {sweep_dir}`")
+        return returns

@@ -1,0 +1,216 @@
+"""A Llama-style decoder-only language model, in one readable file.
+
+Architecture (Touvron et al. 2023, "LLaMA"): token embedding -> n_layers x [RMSNorm -> causal
+self-attention with RoPE (optionally grouped-query) -> residual; RMSNorm -> SwiGLU MLP -> residual]
+-> final RMSNorm -> lm_head. No biases, no dropout, no learned positions.
+
+Parameter names follow Meta's Llama checkpoints (tok_embeddings, layers.{i}.attention.wq, ...,
+layers.{i}.feed_forward.w1, attention_norm, ffn_norm, norm, output) so an export is a rename. RoPE
+uses the rotate-half layout (GPT-NeoX / Hugging Face `LlamaForCausalLM`), so exporting to HF needs
+no permutation of wq/wk.
+
+Everything runs in fp32 on CPU; on CUDA wrap the forward in `torch.autocast("cuda", torch.bfloat16)`.
+RMSNorm, RoPE and the loss are computed in fp32 regardless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int  # residual stream width d
+    n_layers: int  # number of transformer blocks L
+    n_heads: int  # query heads H; head_dim = d_model // n_heads
+    n_kv_heads: int  # key/value heads K (K == H: multi-head, K == 1: multi-query, else grouped-query)
+    d_ff: int  # SwiGLU hidden width (w1, w3: d -> d_ff; w2: d_ff -> d)
+    vocab_size: int  # V, used exactly as given (pad it beforehand with pad_vocab if you want)
+    seq_len: int  # maximum context T; RoPE tables are precomputed up to this length
+    tie_embeddings: bool = False  # lm_head shares the token-embedding matrix (counted once)
+    rope_theta: float = 10000.0  # RoPE base frequency (Su et al. 2021; Llama uses 10000)
+
+    def __post_init__(self):
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "vocab_size", "seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"ModelConfig.tie_embeddings must be a bool, got {self.tie_embeddings!r}")
+        if (not isinstance(self.rope_theta, (int, float)) or isinstance(self.rope_theta, bool)
+                or not math.isfinite(self.rope_theta) or self.rope_theta <= 0):
+            raise ValueError(f"ModelConfig.rope_theta must be a positive number, got {self.rope_theta!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}; "
+                             f"pick d_model as a multiple of n_heads")
+        if self.n_kv_heads > self.n_heads or self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}; "
+                             f"use a divisor of n_heads (n_heads for MHA, 1 for MQA)")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"head_dim = d_model/n_heads = {self.head_dim} must be even for RoPE; "
+                             f"change d_model or n_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}; valid keys are {sorted(known)}")
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(d)
+        if missing:
+            raise ValueError(f"ModelConfig is missing required keys {sorted(missing)}")
+        return cls(**d)
+
+
+def pad_vocab(vocab_size: int, multiple: int = 64) -> int:
+    """Round vocab_size up to a multiple (nanoGPT pads 50257 -> 50304 for faster matmuls)."""
+    if vocab_size <= 0 or multiple <= 0:
+        raise ValueError(f"pad_vocab needs positive sizes, got vocab_size={vocab_size}, multiple={multiple}")
+    return -(-vocab_size // multiple) * multiple
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019), computed in fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).type_as(x)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (seq_len, head_dim) for rotate-half RoPE (Su et al. 2021, eq. 34)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (hd/2,)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd): same frequency for dim i and i + hd/2
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+hd/2}) by position-dependent angles. x: (B, nh, T, hd), cos/sin: (T, hd)."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)  # (B, nh, T, hd/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hd)
+    return (xf * cos + rotated * sin).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, K, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.wq(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, K, hd).transpose(1, 2)  # (B, K, T, hd)
+        v = self.wv(x).view(B, T, K, hd).transpose(1, 2)  # (B, K, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # enable_gqa lets each group of H/K query heads share one K/V head without materialising copies
+        # on the fused kernels (the math kernel repeats k, v internally).
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=(K != H))  # (B, H, T, hd)
+        y = y.transpose(1, 2).contiguous().view(B, T, H * hd)  # (B, T, H*hd)
+        return self.wo(y)  # (B, T, d)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP (Shazeer 2020): w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.w3 = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, T, d_ff) -> (B, T, d)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.d_model)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.d_model)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin)  # (B, T, d)
+        x = x + self.feed_forward(self.ffn_norm(x))  # (B, T, d)
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model)
+        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight  # one Parameter, seen once by .parameters()
+        # RoPE tables are derived from the config, so they are buffers that are not saved in state_dict.
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, hd)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (seq_len, hd)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        # N(0, 0.02) everywhere (GPT-2 / nanoGPT); the projections that write into the residual
+        # stream (wo, w2) get std 0.02/sqrt(2L) so the residual variance does not grow with depth
+        # (GPT-2 paper, sec. 2.3: "scale the weights of residual layers by 1/sqrt(N)").
+        std = 0.02
+        nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        for layer in self.layers:
+            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv,
+                        layer.feed_forward.w1, layer.feed_forward.w3):
+                nn.init.normal_(lin.weight, mean=0.0, std=std)
+            for lin in (layer.attention.wo, layer.feed_forward.w2):
+                nn.init.normal_(lin.weight, mean=0.0, std=std / math.sqrt(2 * self.cfg.n_layers))
+            nn.init.ones_(layer.attention_norm.weight)
+            nn.init.ones_(layer.ffn_norm.weight)
+        nn.init.ones_(self.norm.weight)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """idx: (B, T) token ids, T <= seq_len. Returns logits (B, T, V), or the mean CE loss if targets given."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
+        B, T = idx.shape
+        if T > self.cfg.seq_len:
+            raise ValueError(f"sequence length {T} exceeds seq_len={self.cfg.seq_len}; "
+                             f"truncate the input or build the model with a larger seq_len")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hd)
+        x = self.tok_embeddings(idx)  # (B, T, d)
+        for layer in self.layers:
+            x = layer(x, cos, sin)  # (B, T, d)
+        x = self.norm(x)  # (B, T, d)
+        logits = self.output(x)  # (B, T, V)
+        if targets is None:
+            return logits
+        # Loss in fp32 even under bf16 autocast: the log-softmax over V is where precision matters.
+        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))

@@ -1,0 +1,22 @@
+"""``python -m sweep [overrides]``: plan an isoFLOP grid, train every run, fit and plot.
+
+The isoFLOP sweeper plugin (hydra_plugins/isoflop_sweeper) expands sweep.budgets x sizes and hands
+one job per run to the configured Hydra launcher; each job lands in ``main`` below.
+"""
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from sweep.config import register
+from sweep.runner import run_job
+
+register()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    return run_job(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

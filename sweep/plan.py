@@ -1,0 +1,271 @@
+"""Planning an isoFLOP sweep: budgets x model sizes -> RunSpecs.  Pure functions only.
+
+For each FLOP budget C the planner centres a log-spaced grid of model sizes on the size a
+prior expects to be optimal, maps each target size onto the model ladder, and sets the number
+of optimizer steps so that
+
+    steps * tokens_per_step * flops_per_token(shape) ~= C           (exact per-token count, App. F)
+
+to within half an optimizer step.  Points that cannot be trained sensibly (too few steps, or more
+epochs over the data than the recipe allows) are dropped with a stated reason.
+
+Run ids encode the grid point, ``C1e+12-N9.12e+04``, and ``parse_run_id`` reads them back.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from models.flops import CONVENTIONS, flops_per_token, param_counts
+from models.ladder import LadderConfig, shape_for_params
+from models.transformer import ModelConfig
+
+
+@dataclass
+class RecipeConfig:  # mutable: Hydra must be able to override it (frozen dataclasses become read-only nodes)
+    """Training hyper-parameters shared by every run of a sweep (a named recipe, not hidden constants)."""
+
+    seq_len: int = 256  # tokens per training sequence (T in the FLOP count)
+    batch_size: int = 32  # sequences per optimizer step, global across data-parallel ranks
+    lr: float = 3e-3  # peak AdamW learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to 10% of peak at the last step (Chinchilla)
+    warmup_frac: float = 0.05  # linear warm-up over this fraction of the run's steps
+    weight_decay: float = 0.1  # decoupled AdamW decay on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # global grad-norm clip; 0 disables
+    flops_convention: str = "chinchilla"  # how the budget is counted: one of models.flops.CONVENTIONS
+    min_steps: int = 50  # fewer optimizer steps than this is not a meaningful run
+    max_epochs: float = 4.0  # drop points that would repeat the training data more often than this
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.flops_convention not in CONVENTIONS:
+            raise ValueError(f"recipe.flops_convention={self.flops_convention!r}: use one of {', '.join(CONVENTIONS)}")
+        for name in ("seq_len", "batch_size", "min_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"recipe.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"recipe.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"recipe.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"recipe.warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not self.max_epochs > 0:
+            raise ValueError(f"recipe.max_epochs must be > 0, got {self.max_epochs}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len  # global batch in tokens
+
+
+@dataclass
+class SweepConfig:
+    """The ``sweep`` config section: which (budget, size) points to train, and how."""
+
+    name: str = "default"  # outputs go to outputs/<name>/<run id>/
+    budgets: list = field(default_factory=list)  # FLOP budgets C
+    sizes_per_budget: int = 5  # model sizes per budget
+    size_span: float = 8.0  # largest / smallest target N at each budget (log-spaced in between)
+    tokens_per_param: float = 20.0  # prior D/N at the optimum that centres the grid (Chinchilla: ~20)
+    sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
+    dry_run: bool = False  # print the plan as a table and train nothing
+    assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
+
+
+def check_sweep(sweep: SweepConfig) -> None:
+    """Raise ValueError, naming the fix, for a grid that cannot be planned."""
+    budgets = list(sweep.budgets)
+    if not budgets:
+        raise ValueError("sweep.budgets is empty: give FLOP budgets, e.g. sweep.budgets=[1e12,3e12,1e13]")
+    if any(not (isinstance(c, (int, float)) and c > 0 and math.isfinite(c)) for c in budgets):
+        raise ValueError(f"sweep.budgets must be positive numbers, got {budgets}")
+    if sweep.sizes_per_budget < 1 or sweep.size_span < 1 or not sweep.tokens_per_param > 0:
+        raise ValueError("sweep.sizes_per_budget >= 1, sweep.size_span >= 1 and sweep.tokens_per_param > 0 are required")
+    if any(not n > 0 for n in sweep.sizes):
+        raise ValueError(f"sweep.sizes must be positive parameter counts, got {list(sweep.sizes)}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run needs, fixed at planning time."""
+
+    run_id: str
+    budget: float  # target FLOPs C
+    model: ModelConfig
+    recipe: RecipeConfig
+    params: int  # total parameters, tied embedding counted once
+    params_non_embedding: int
+    flops_per_token: float  # training (fwd+bwd) FLOPs per token under recipe.flops_convention
+    steps: int
+    warmup_steps: int
+    tokens: int  # steps * tokens_per_step
+    flops: float  # planned FLOPs = tokens * flops_per_token, within half a step of budget
+    epochs: Optional[float]  # tokens / training tokens available; None when the data size is unknown
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.params
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tokens_per_param"] = self.tokens_per_param
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        d["model"] = ModelConfig(**d["model"])
+        d["recipe"] = RecipeConfig(**d["recipe"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    budget: float
+    target_params: float
+    reason: str
+    run_id: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# run ids
+
+_ID_RE = re.compile(r"^C([0-9.]+e[+-][0-9]+|[0-9.]+)-N([0-9.]+e[+-][0-9]+|[0-9.]+)$")
+
+
+def run_id(budget: float, params: float) -> str:
+    """``C1e+12-N9.12e+04``: the budget and parameter count to 3 significant digits."""
+    return f"C{budget:.3g}-N{params:.3g}"
+
+
+def parse_run_id(rid: str) -> tuple[float, float]:
+    """Inverse of :func:`run_id`: ``(budget, params)`` as written in the id (3 significant digits)."""
+    m = _ID_RE.match(rid)
+    if not m:
+        raise ValueError(f"not a run id: {rid!r} (expected e.g. 'C1e+12-N9.12e+04')")
+    return float(m.group(1)), float(m.group(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+def target_sizes(budget: float, grid: SweepConfig) -> list[float]:
+    """Target parameter counts for one budget.
+
+    Prior optimum: with C ~= 6 N D and D = r N (r = tokens_per_param), N* = sqrt(C / (6 r)).
+    The grid is log-spaced over [N*/sqrt(span), N*·sqrt(span)].
+    """
+    if grid.sizes:
+        return [float(n) for n in grid.sizes]
+    n_star = math.sqrt(budget / (6.0 * grid.tokens_per_param))
+    k = grid.sizes_per_budget
+    if k == 1:
+        return [n_star]
+    return [n_star * grid.size_span ** (i / (k - 1) - 0.5) for i in range(k)]
+
+
+def plan_grid(
+    grid: SweepConfig,
+    ladder: LadderConfig,
+    recipe: RecipeConfig,
+    vocab_size: int,
+    train_tokens: Optional[int] = None,
+) -> tuple[list[RunSpec], list[Dropped]]:
+    """All feasible RunSpecs of the sweep, and the points dropped with their reasons.
+
+    ``vocab_size`` is the tokenizer's; the ladder pads it.  ``train_tokens`` is the size of the
+    training split, used for the epoch limit (None skips that check).
+    """
+    check_sweep(grid)
+    specs: list[RunSpec] = []
+    dropped: list[Dropped] = []
+    seen: set[str] = set()
+    tps = recipe.tokens_per_step
+    for budget in sorted(float(c) for c in grid.budgets):
+        shapes: list[ModelConfig] = []
+        for target in target_sizes(budget, grid):
+            try:
+                shape = shape_for_params(target, vocab_size, recipe.seq_len, ladder)
+            except ValueError as e:
+                dropped.append(Dropped(budget, target, str(e)))
+                continue
+            if shape in shapes:  # two targets rounded onto the same ladder rung
+                dropped.append(Dropped(budget, target, "same ladder shape as the previous size; widen sweep.size_span or refine the ladder (smaller model.head_dim)"))
+                continue
+            shapes.append(shape)
+
+            counts = param_counts(shape)
+            n = counts["params"]
+            fpt = flops_per_token(shape, recipe.flops_convention)
+            # steps * tps * fpt = C, rounded to the nearest whole optimizer step
+            steps = round(budget / (tps * fpt))
+            rid = run_id(budget, n)
+            if rid in seen:
+                dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
+                continue
+            if steps < recipe.min_steps:
+                dropped.append(Dropped(
+                    budget, target,
+                    f"only {steps} steps (< recipe.min_steps={recipe.min_steps}); raise the budget or lower recipe.batch_size",
+                    rid))
+                continue
+            tokens = steps * tps
+            epochs = tokens / train_tokens if train_tokens else None
+            if epochs is not None and epochs > recipe.max_epochs:
+                dropped.append(Dropped(
+                    budget, target,
+                    f"needs {epochs:.1f} epochs of the data (> recipe.max_epochs={recipe.max_epochs}); use more data or smaller budgets",
+                    rid))
+                continue
+            seen.add(rid)
+            specs.append(RunSpec(
+                run_id=rid,
+                budget=budget,
+                model=shape,
+                recipe=recipe,
+                params=n,
+                params_non_embedding=counts["params_non_embedding"],
+                flops_per_token=fpt,
+                steps=steps,
+                warmup_steps=max(1, round(recipe.warmup_frac * steps)) if recipe.warmup_frac > 0 else 0,
+                tokens=tokens,
+                flops=tokens * fpt,
+                epochs=epochs,
+            ))
+    return specs, dropped
+
+
+def plan(grid, ladder, recipe, vocab_size, train_tokens=None) -> list[RunSpec]:
+    """The feasible RunSpecs of :func:`plan_grid`."""
+    return plan_grid(grid, ladder, recipe, vocab_size, train_tokens)[0]
+
+
+def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
+    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, est. time."""
+    head = f"{'run id':<22} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} {'D/N':>6} {'epochs':>6} {'est.':>7}"
+    lines = [head, "-" * len(head)]
+    total = 0.0
+    for s in specs:
+        m = s.model
+        shape = f"{m.n_layers}x{m.d_model}, {m.n_heads}/{m.n_kv_heads}, {m.d_ff}"
+        ep = f"{s.epochs:.2f}" if s.epochs is not None else "?"
+        est = _fmt_time(s.flops / flops_per_second) if flops_per_second > 0 else "?"
+        total += s.flops
+        lines.append(f"{s.run_id:<22} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
+                     f"{s.tokens_per_param:>6.1f} {ep:>6} {est:>7}")
+    tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
+    lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
+    for d in dropped:
+        lines.append(f"dropped C={d.budget:.3g} N~{d.target_params:.3g}: {d.reason}")
+    return "\n".join(lines)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

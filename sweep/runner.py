@@ -1,0 +1,43 @@
+"""What the sweeper and each job do with a composed config.  The Hydra glue stays thin around this."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from models.ladder import LadderConfig
+from sweep.data import DataConfig, TokenData, data_dir, prepare, read_manifest
+from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, plan_grid
+from sweep.train import TrainerConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def section(cfg: DictConfig, name: str):
+    """A typed copy of one config section (each component gets only its own)."""
+    return OmegaConf.to_object(cfg[name])
+
+
+def make_plan(cfg: DictConfig, prepare_data: bool = True) -> tuple[list[RunSpec], list[Dropped], Path]:
+    """Prepare (or find) the data, then plan the grid against its vocab and size."""
+    data_cfg: DataConfig = section(cfg, "data")
+    path = prepare(data_cfg) if prepare_data else data_dir(data_cfg)
+    m = read_manifest(path)
+    ladder: LadderConfig = section(cfg, "model")
+    recipe: RecipeConfig = section(cfg, "recipe")
+    grid: SweepConfig = section(cfg, "sweep")
+    specs, dropped = plan_grid(grid, ladder, recipe, m["vocab_size"], m["splits"]["train"]["tokens"])
+    return specs, dropped, path
+
+
+def run_job(cfg: DictConfig, out_dir: Path) -> dict:
+    """One job of the multirun: re-derive the (pure, deterministic) plan and train the run named by cfg.run_id."""
+    if not cfg.run_id:
+        raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
+    specs, _, path = make_plan(cfg, prepare_data=False)
+    by_id = {s.run_id: s for s in specs}
+    if cfg.run_id not in by_id:
+        raise ValueError(f"run_id={cfg.run_id!r} is not in this sweep's plan; valid ids: {', '.join(by_id)}")
+    trainer: TrainerConfig = section(cfg, "trainer")
+    return train(by_id[cfg.run_id], trainer, TokenData(path), out_dir)

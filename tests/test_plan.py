@@ -1,0 +1,111 @@
+import math
+
+import pytest
+
+from models.flops import flops_per_token, param_counts
+from models.ladder import LadderConfig
+from sweep.plan import RecipeConfig, RunSpec, SweepConfig, format_plan, parse_run_id, plan, plan_grid, run_id, target_sizes
+
+LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True)
+RECIPE = RecipeConfig(seq_len=128, batch_size=16, min_steps=20)
+
+
+def grid(**kw):
+    kw.setdefault("budgets", [3e11, 1e12, 3e12])
+    kw.setdefault("sizes_per_budget", 5)
+    kw.setdefault("size_span", 16)
+    return SweepConfig(**kw)
+
+
+@pytest.mark.parametrize("convention", ["chinchilla", "6N", "kaplan"])
+def test_flops_within_one_step_of_budget(convention):
+    recipe = RecipeConfig(seq_len=128, batch_size=16, min_steps=20, flops_convention=convention)
+    specs = plan(grid(), LADDER, recipe, vocab_size=512)
+    assert len(specs) >= 12
+    for s in specs:
+        # independent recomputation from the shape, not from the spec's own fields
+        fpt = flops_per_token(s.model, convention)
+        step_flops = recipe.batch_size * recipe.seq_len * fpt
+        assert s.steps * step_flops == pytest.approx(s.flops, rel=1e-12)
+        assert abs(s.flops - s.budget) <= step_flops / 2 + 1e-6 * s.budget  # nearest whole step
+        assert s.params == param_counts(s.model)["params"]
+        assert s.tokens == s.steps * recipe.tokens_per_step
+
+
+def test_sizes_centre_on_prior_optimum():
+    g = grid(budgets=[1e12], sizes_per_budget=5, size_span=16, tokens_per_param=20)
+    t = target_sizes(1e12, g)
+    n_star = math.sqrt(1e12 / (6 * 20))  # C = 6 N D, D = 20 N
+    assert math.exp(sum(map(math.log, t)) / len(t)) == pytest.approx(n_star, rel=1e-9)
+    assert max(t) / min(t) == pytest.approx(16, rel=1e-9)
+    assert target_sizes(1e12, grid(sizes=[1e5, 2e5])) == [1e5, 2e5]
+
+
+def test_sizes_increase_within_budget_and_ids_unique():
+    specs = plan(grid(), LADDER, RECIPE, vocab_size=512)
+    ids = [s.run_id for s in specs]
+    assert len(set(ids)) == len(ids)
+    for c in {s.budget for s in specs}:
+        ns = [s.params for s in specs if s.budget == c]
+        assert ns == sorted(ns) and len(set(ns)) == len(ns)
+
+
+@pytest.mark.parametrize("c,n", [(1e12, 91287), (3e11, 7.9e4), (1.5e17, 8.4e7), (6e20, 1.234567e9), (1, 1)])
+def test_run_id_round_trip(c, n):
+    rid = run_id(c, n)
+    assert parse_run_id(rid) == (float(f"{c:.3g}"), float(f"{n:.3g}"))
+    assert run_id(*parse_run_id(rid)) == rid
+
+
+def test_plan_ids_parse_back_to_their_point():
+    for s in plan(grid(), LADDER, RECIPE, vocab_size=512):
+        c, n = parse_run_id(s.run_id)
+        assert c == pytest.approx(s.budget, rel=5e-3)
+        assert n == pytest.approx(s.params, rel=5e-3)
+
+
+@pytest.mark.parametrize("bad", ["C1e12", "N5-C3", "C1e+12-N", "x"])
+def test_bad_run_id(bad):
+    with pytest.raises(ValueError, match="not a run id"):
+        parse_run_id(bad)
+
+
+def test_infeasible_points_are_dropped_with_reasons():
+    specs, dropped = plan_grid(grid(budgets=[5e9, 1e12], sizes=[3e4, 3e5]), LADDER, RECIPE, vocab_size=512)
+    assert specs and all(s.budget == 1e12 for s in specs)
+    assert len(dropped) == 2 and all("steps" in d.reason and d.budget == 5e9 for d in dropped)
+    # too little data: every point needs more epochs than allowed
+    specs, dropped = plan_grid(grid(budgets=[1e12]), LADDER, RECIPE, vocab_size=512, train_tokens=10_000)
+    assert specs == [] and sum("epochs" in d.reason for d in dropped) >= 3
+    # beyond the ladder
+    _, dropped = plan_grid(grid(budgets=[1e12], sizes=[10.0]), LADDER, RECIPE, vocab_size=512)
+    assert dropped and dropped[0].reason
+
+
+def test_epochs_and_table():
+    specs, dropped = plan_grid(grid(), LADDER, RECIPE, vocab_size=512, train_tokens=10_000_000)
+    for s in specs:
+        assert s.epochs == pytest.approx(s.tokens / 10_000_000)
+    table = format_plan(specs, dropped, 1e11)
+    assert all(s.run_id in table for s in specs) and "runs" in table
+
+
+def test_plan_is_pure_and_specs_serialise():
+    a = plan(grid(), LADDER, RECIPE, vocab_size=512)
+    b = plan(grid(), LADDER, RECIPE, vocab_size=512)
+    assert a == b
+    for s in a:
+        assert RunSpec.from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize("kw", [dict(budgets=[]), dict(budgets=[-1.0]), dict(size_span=0.5), dict(sizes=[0])])
+def test_bad_grid(kw):
+    with pytest.raises(ValueError, match="sweep"):
+        plan(grid(**kw), LADDER, RECIPE, vocab_size=512)
+
+
+def test_bad_recipe():
+    with pytest.raises(ValueError, match="flops_convention"):
+        RecipeConfig(flops_convention="7N")
+    with pytest.raises(ValueError, match="batch_size"):
+        RecipeConfig(batch_size=0)
