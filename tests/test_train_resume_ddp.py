@@ -75,11 +75,14 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, prepared, fault)
     assert set(sd) == {"model_config", "model"}
 
 
-def test_ddp_two_gloo_ranks_equal_one_process(tmp_path, prepared):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gloo_ranks_equal_one_process(tmp_path, prepared, parallel):
     spec, sp = spec_file(tmp_path)
     one = run_cli(sp, prepared[1], tmp_path / "one", TRAINER)
     assert one.returncode == 0, one.stderr
-    two = run_cli(sp, prepared[1], tmp_path / "two", TRAINER, torchrun=2)
+    # FSDP also gathers full state dicts for a checkpoint at every step on the way
+    trainer = {**TRAINER, "parallel": parallel, "checkpoint_every_s": 1e-9 if parallel == "fsdp" else 0}
+    two = run_cli(sp, prepared[1], tmp_path / "two", trainer, torchrun=2)
     assert two.returncode == 0, two.stderr + two.stdout
     a, b = curve(tmp_path / "one"), curve(tmp_path / "two")
     assert len(a) == len(b) > 3
