@@ -587,14 +587,21 @@ def versions() -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sweep.train", description="Train one RunSpec (a plan.json entry).")
-    p.add_argument("--spec", required=True, help="JSON file with one RunSpec (an entry of a sweep's plan.json)")
+    p.add_argument("--spec", required=True, help="a sweep's plan.json (with --run-id), or a JSON file with one RunSpec")
+    p.add_argument("--run-id", help="which run of plan.json to train")
     p.add_argument("--data", required=True, help="prepared data directory (with manifest.json)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--trainer", default="{}", help='trainer options as JSON, e.g. \'{"log_every": 5}\'')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        spec = RunSpec.from_dict(json.loads(Path(a.spec).read_text()))
+        obj = json.loads(Path(a.spec).read_text())
+        if "runs" in obj:  # a plan.json
+            runs = {r["run_id"]: r for r in obj["runs"]}
+            if a.run_id not in runs:
+                raise ValueError(f"--run-id {a.run_id!r} is not in {a.spec}; choose one of {', '.join(runs)}")
+            obj = runs[a.run_id]
+        spec = RunSpec.from_dict(obj)
         cfg = TrainerConfig(**json.loads(a.trainer))
         data = TokenData(Path(a.data))
     except (OSError, ValueError, TypeError, KeyError) as e:
