@@ -267,6 +267,8 @@ class StopSignals:
 
     def forward(self):
         self.restore()
+        # a rank stopped because another rank got the signal re-raises SIGTERM on itself
+        self.hit = self.hit or signal.SIGTERM
         os.kill(os.getpid(), self.hit)
 
 
@@ -411,10 +413,10 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> 
             # checkpoint when due or signalled; with several ranks they agree at log steps only (one sync there)
             if not last and (dist.world == 1 or done % cfg.log_every == 0):
                 due = cfg.checkpoint_every_s > 0 and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_s
-                flags = torch.tensor([float(stop.hit is not None), float(due)], device=device)
+                flags = [stop.hit is not None, due]  # plain bools: no device sync on a single process
                 if dist.world > 1:
-                    flags = _all_reduce(flags, dist, _max_op())
-                if flags.any():
+                    flags = _all_reduce(torch.tensor(flags, dtype=torch.float32, device=device), dist, _max_op()).tolist()
+                if any(flags):
                     loop["elapsed"] = time.perf_counter() - t0
                     save_checkpoint(out_dir, done, model, opt, spec, loop, cfg, dist)
                     last_ckpt = time.perf_counter()
