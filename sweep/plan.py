@@ -72,6 +72,8 @@ class SweepConfig:
     tokens_per_param: float = 20.0  # prior D/N at the optimum that centres the grid (Chinchilla: ~20)
     sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
     dry_run: bool = False  # print the plan as a table and train nothing
+    retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
+    allow_config_change: bool = False  # let a relaunch change the sweep's config (e.g. add budgets) in an existing dir
     assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
 
 
@@ -244,8 +246,9 @@ def plan(grid, ladder, recipe, vocab_size, train_tokens=None) -> list[RunSpec]:
 
 
 def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
-    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, est. time."""
-    head = f"{'run id':<22} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} {'D/N':>6} {'epochs':>6} {'est.':>7}"
+    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, planned FLOPs, est. time."""
+    head = (f"{'run id':<22} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
+            f"{'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'est.':>7}")
     lines = [head, "-" * len(head)]
     total = 0.0
     for s in specs:
@@ -255,7 +258,7 @@ def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: 
         est = _fmt_time(s.flops / flops_per_second) if flops_per_second > 0 else "?"
         total += s.flops
         lines.append(f"{s.run_id:<22} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
-                     f"{s.tokens_per_param:>6.1f} {ep:>6} {est:>7}")
+                     f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {est:>7}")
     tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
     lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
     for d in dropped:

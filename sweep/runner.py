@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from models.ladder import LadderConfig
 from sweep.data import DataConfig, TokenData, data_dir, prepare, read_manifest
 from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, plan_grid
+from sweep.store import RunLocked, finished, read_result, run_lock
 from sweep.train import TrainerConfig, train
 
 log = logging.getLogger(__name__)
@@ -39,5 +42,20 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
     by_id = {s.run_id: s for s in specs}
     if cfg.run_id not in by_id:
         raise ValueError(f"run_id={cfg.run_id!r} is not in this sweep's plan; valid ids: {', '.join(by_id)}")
+    spec = by_id[cfg.run_id]
     trainer: TrainerConfig = section(cfg, "trainer")
-    return train(by_id[cfg.run_id], trainer, TokenData(path), out_dir)
+    if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
+        # GPU packing: concurrent jobs (joblib n_jobs = GPUs x runs per GPU) spread round-robin over the GPUs
+        from hydra.core.hydra_config import HydraConfig
+
+        trainer.device_index = HydraConfig.get().job.num % torch.cuda.device_count()
+    try:
+        with run_lock(out_dir):
+            # another launch may have finished this run while we were queued
+            if finished(out_dir, spec.to_dict(), retry_failed=cfg.sweep.retry_failed):
+                log.info("%s: already finished, not training it again", spec.run_id)
+                return read_result(out_dir)
+            return train(spec, trainer, TokenData(path), out_dir)
+    except RunLocked as e:
+        log.warning("%s: skipped, %s", spec.run_id, e)
+        return {"run_id": spec.run_id, "status": "locked"}

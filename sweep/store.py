@@ -1,11 +1,14 @@
-"""Run directories and results on disk: atomic writes, status, and the sweep's run table."""
+"""Run directories and results on disk: atomic writes, per-run OS locks, status, the sweep's identity."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -22,6 +25,7 @@ def write_json_atomic(path: Path, obj) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,7 +48,56 @@ def read_result(run_dir: Path) -> Optional[dict]:
     return json.loads(p.read_text())
 
 
-def is_done(run_dir: Path) -> bool:
-    """A run counts as finished when it has a result with a terminal training status."""
+def spec_hash(spec_dict: dict) -> str:
+    """Identity of a planned run: a hash of its full spec (shape, recipe, budget, steps)."""
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished(run_dir: Path, spec_dict: dict, retry_failed: bool = False) -> bool:
+    """Whether a run needs no training: a terminal result for this very spec.
+
+    ``done`` and ``diverged`` are terminal; ``failed`` counts as terminal unless retry_failed is set.
+    A result written for another spec does not count (the sweeper refuses such sweeps earlier).
+    """
     r = read_result(run_dir)
-    return r is not None and r.get("status") in ("done", "diverged")
+    if r is None or r.get("spec") != spec_dict:
+        return False
+    return r.get("status") in ("done", "diverged") or (r.get("status") == "failed" and not retry_failed)
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run's lock (it is training this run right now)."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the run trains.
+
+    The kernel drops the lock when the holder dies, even by SIGKILL, so it never goes stale.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir} is being trained by another process") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True while some process holds the run's lock."""
+    p = Path(run_dir) / ".lock"
+    if not p.exists():
+        return False
+    fd = os.open(p, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

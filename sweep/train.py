@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -51,7 +50,7 @@ import torch
 from models.transformer import Transformer
 from sweep.data import TokenData
 from sweep.plan import RunSpec
-from sweep.store import write_json_atomic
+from sweep.store import spec_hash, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class TrainerConfig:
     """The ``trainer`` config section: how to run, not what to train."""
 
     device: str = "auto"  # auto | cpu | cuda | mps
+    device_index: Optional[int] = None  # which GPU; None = LOCAL_RANK (torchrun) or, in a packed sweep, job number mod #GPUs
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
     compile: Optional[bool] = None  # torch.compile; None = on for CUDA, off elsewhere
     parallel: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2, for models that don't fit one GPU)
@@ -197,10 +197,6 @@ def autocast(device: torch.device, bf16: bool):
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
-def spec_hash(spec: RunSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def checkpoint_paths(out_dir: Path) -> list[Path]:
     return sorted((Path(out_dir) / "checkpoints").glob("step_*.pt"))
 
@@ -227,7 +223,7 @@ def load_latest_checkpoint(out_dir: Path, spec: RunSpec) -> Optional[dict]:
         except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
             log.warning("skipping unreadable checkpoint %s: %s", path, e)
             continue
-        if ckpt.get("spec_hash") != spec_hash(spec):
+        if ckpt.get("spec_hash") != spec_hash(spec.to_dict()):
             raise ValueError(f"{path} belongs to a different run spec; delete {path.parent} or use a new sweep.name")
         return ckpt
     return None
@@ -291,7 +287,7 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> 
     """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``)."""
     out_dir = Path(out_dir)
     dist = Dist.from_env()
-    device = pick_device(cfg.device, dist.local_rank)
+    device = pick_device(cfg.device, cfg.device_index if cfg.device_index is not None else dist.local_rank)
     if device.type == "cpu" and cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     if spec.model.vocab_size < data.vocab_size:
@@ -345,6 +341,8 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> 
         _truncate_metrics(metrics_path, start)  # drop lines logged after the checkpoint we resume from
         if ckpt:
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
+        with open(out_dir / "attempts.jsonl", "a") as f:  # one line per (re)start: shows nothing was retrained
+            f.write(json.dumps({"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time()}) + "\n")
 
     eval_steps = {max(1, round(f * spec.steps)) for f in cfg.eval_fractions if 0 < f < 1}
     flops_per_step = r.tokens_per_step * spec.flops_per_token  # exact, under spec.recipe.flops_convention
@@ -494,7 +492,7 @@ def save_checkpoint(out_dir, step, model, opt, spec, loop, cfg: TrainerConfig, d
     optim = _full_optim_state(model, opt, dist, cfg)
     if not dist.main:
         return
-    ckpt = {"step": step, "spec_hash": spec_hash(spec), "model_config": spec.model.to_dict(),
+    ckpt = {"step": step, "spec_hash": spec_hash(spec.to_dict()), "model_config": spec.model.to_dict(),
             "model": state, "optimizer": optim, "loop": dict(loop)}
     save_torch_atomic(ckpt, Path(out_dir) / "checkpoints" / f"step_{step:08d}.pt")
     for old in checkpoint_paths(out_dir)[:-cfg.keep_last]:

@@ -12,7 +12,7 @@ from sweep.plan import parse_run_id
 @pytest.fixture
 def run_app(monkeypatch):
     def run(*overrides):
-        from sweep.__main__ import main
+        from sweep.app import main
 
         GlobalHydra.instance().clear()
         monkeypatch.setattr(sys, "argv", ["sweep", *overrides])

@@ -13,6 +13,7 @@ Select it with ``override hydra/sweeper: isoflop`` (conf/config.yaml does).  It
 in sys.modules, and dataclasses then cannot resolve string annotations.)
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,19 @@ class IsoFLOPSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="isoflop", node=IsoFLOPSweeperConf, provider="scaling-sweep")
 
 
+def sweep_identity(cfg: DictConfig) -> dict:
+    """The config keys that decide what the sweep trains (flattened), without the knobs of how it runs."""
+    from omegaconf import OmegaConf as OC
+
+    how = {"name", "dry_run", "retry_failed", "allow_config_change", "assumed_flops_per_s"}
+    out = {}
+    for section in ("data", "model", "recipe", "sweep"):
+        for k, v in OC.to_container(cfg[section], resolve=True).items():
+            if not (section == "sweep" and k in how):
+                out[f"{section}.{k}"] = v
+    return out
+
+
 class IsoFLOPSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None) -> None:
         self.max_batch_size = max_batch_size
@@ -55,7 +69,7 @@ class IsoFLOPSweeper(Sweeper):
         # imported here so that Hydra's plugin discovery stays cheap
         from sweep.plan import format_plan
         from sweep.runner import make_plan
-        from sweep.store import is_done, write_json_atomic
+        from sweep.store import finished, write_json_atomic
 
         cfg = self.config
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -74,14 +88,24 @@ class IsoFLOPSweeper(Sweeper):
         if not specs:
             raise HydraException("the plan has no feasible runs (see the reasons above); change sweep.budgets or the recipe")
 
+        identity = sweep_identity(cfg)
+        ident_path = sweep_dir / "sweep.json"
+        if ident_path.exists() and not cfg.sweep.allow_config_change:
+            old = json.loads(ident_path.read_text())
+            if old["config"] != identity:
+                changed = sorted(k for k in set(old["config"]) | set(identity) if old["config"].get(k) != identity.get(k))
+                raise HydraException(
+                    f"{sweep_dir} holds a sweep with a different config ({', '.join(changed)} changed); "
+                    "use a new sweep.name, or pass sweep.allow_config_change=true to extend this one")
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(ident_path, {"config": identity})
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         write_json_atomic(sweep_dir / "plan.json", {
             "runs": [s.to_dict() for s in specs],
             "dropped": [d.__dict__ for d in dropped],
             "data": str(data_path),
         })
-        todo = [s for s in specs if not is_done(sweep_dir / s.run_id)]
+        todo = [s for s in specs if not finished(sweep_dir / s.run_id, s.to_dict(), cfg.sweep.retry_failed)]
         if len(todo) < len(specs):
             log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
 

@@ -1,0 +1,119 @@
+"""The isoFLOP sweeper under Hydra's real launchers, kills and concurrent launches (subprocesses, CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+
+def sweep_args(tmp_path, corpus_dir, name="t", *extra):
+    return [
+        f"data.path={corpus_dir}", "data.tokenizer=bpe:320", "data.val_percent=10", f"data.out={tmp_path / 'data'}",
+        "model.head_dim=16", "model.aspect_ratio=32", "model.tie_embeddings=true", "model.min_layers=2",
+        "recipe.seq_len=32", "recipe.batch_size=8", "recipe.min_steps=20", "recipe.lr=1e-2",
+        "trainer.progress=false", "trainer.eval_tokens=4096", "trainer.num_threads=1",
+        f"sweep.name={name}", "sweep.budgets=[3e9,1e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]",
+        f"hydra.sweep.dir={tmp_path / name}", *extra,
+    ]
+
+
+def launch(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
+    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def results(sweep_dir):
+    plan = json.loads((sweep_dir / "plan.json").read_text())
+    return {r["run_id"]: json.loads((sweep_dir / r["run_id"] / "result.json").read_text()) for r in plan["runs"]}
+
+
+def attempts(run_dir):
+    return [json.loads(l) for l in (run_dir / "attempts.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus_dir):
+    """The uninterrupted sweep, basic launcher."""
+    tmp = tmp_path_factory.mktemp("ref")
+    finish(launch(sweep_args(tmp, corpus_dir, "ref")))
+    res = results(tmp / "ref")
+    assert len(res) >= 5 and all(r["status"] == "done" for r in res.values())
+    return res
+
+
+def assert_same_losses(res, reference):
+    assert res.keys() == reference.keys()
+    for rid, r in res.items():
+        assert r["status"] == "done"
+        assert abs(r["final_val_loss"] - reference[rid]["final_val_loss"]) <= 1e-6, rid
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
+                         ids=["joblib", "submitit_local"])
+def test_sweep_through_launcher(tmp_path, corpus_dir, reference, launcher):
+    finish(launch(sweep_args(tmp_path, corpus_dir, "l", *launcher)))
+    res = results(tmp_path / "l")
+    assert_same_losses(res, reference)
+    assert (tmp_path / "l" / "fit.json").exists() or all(r["status"] == "done" for r in res.values())
+
+
+def test_sigkill_mid_sweep_then_relaunch(tmp_path, corpus_dir, reference):
+    args = sweep_args(tmp_path, corpus_dir, "k", "trainer.checkpoint_every_s=0.05")
+    proc = launch(args)
+    sweep_dir = tmp_path / "k"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once one run finished and another is under way with a checkpoint
+        done = list(sweep_dir.glob("C*/result.json"))
+        partial = [p for p in sweep_dir.glob("C*/checkpoints/step_*.pt")]
+        if done and partial:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    finished_before = {p.parent.name for p in sweep_dir.glob("C*/result.json")}
+    partial_before = {p.parent.parent.name for p in sweep_dir.glob("C*/checkpoints/step_*.pt")} - finished_before
+    assert finished_before, "the kill came before any run finished"
+
+    out = finish(launch(args))
+    assert "already finished" in out or "training the other" in out
+    res = results(sweep_dir)
+    assert_same_losses(res, reference)
+    for rid in finished_before:  # finished runs were not trained again
+        assert len(attempts(sweep_dir / rid)) == 1
+    for rid in partial_before:  # partial runs resumed from their checkpoint, not from scratch
+        a = attempts(sweep_dir / rid)
+        assert len(a) == 2 and a[1]["start_step"] > 0
+
+
+def test_two_concurrent_launches_train_each_run_once(tmp_path, corpus_dir, reference):
+    args = sweep_args(tmp_path, corpus_dir, "c")
+    # the data must exist before both start, else both would prepare it (atomically, but twice)
+    finish(launch(args + ["sweep.dry_run=true"]))
+    a, b = launch(args), launch(args)
+    finish(a), finish(b)
+    res = results(tmp_path / "c")
+    assert_same_losses(res, reference)
+    for rid in res:
+        assert len(attempts(tmp_path / "c" / rid)) == 1, f"{rid} was trained twice"
+
+
+def test_changed_config_in_same_dir_is_refused(tmp_path, corpus_dir, reference):
+    args = sweep_args(tmp_path, corpus_dir, "r", "sweep.budgets=[3e9]", "sweep.sizes=[1.4e4,3.7e4]")
+    finish(launch(args))
+    proc = launch(args + ["recipe.lr=3e-3"])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "different config" in out and "recipe.lr" in out
+    finish(launch(args + ["recipe.lr=3e-3", "sweep.allow_config_change=true"]))
