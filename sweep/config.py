@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from models.ladder import LadderConfig
 from sweep.data import DataConfig
 from sweep.plan import RecipeConfig, SweepConfig
+from sweep.tracking import WandbConfig
 from sweep.train import TrainerConfig
 
 
@@ -22,6 +23,7 @@ class Config:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     run_id: Optional[str] = None  # set per job by the isoFLOP sweeper
 
 

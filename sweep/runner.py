@@ -12,6 +12,7 @@ from models.ladder import LadderConfig
 from sweep.data import DataConfig, TokenData, data_dir, prepare, read_manifest
 from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, plan_grid
 from sweep.store import RunLocked, finished, read_result, run_lock
+from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,12 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
             if finished(out_dir, spec.to_dict(), retry_failed=cfg.sweep.retry_failed):
                 log.info("%s: already finished, not training it again", spec.run_id)
                 return read_result(out_dir)
-            return train(spec, trainer, TokenData(path), out_dir)
+            tracker = Tracker(section(cfg, "wandb"), sweep_dir=Path(out_dir).parent, sweep_name=cfg.sweep.name,
+                              run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
+            try:
+                return train(spec, trainer, TokenData(path), out_dir, tracker=tracker)
+            finally:
+                tracker.finish(exit_code=1)  # no-op when train already finished it
     except RunLocked as e:
         log.warning("%s: skipped, %s", spec.run_id, e)
         return {"run_id": spec.run_id, "status": "locked"}

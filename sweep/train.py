@@ -283,8 +283,12 @@ def _fault_from_env() -> Optional[tuple[int, int]]:
 _FAULT = _fault_from_env()
 
 
-def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> dict:
-    """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``)."""
+def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None) -> dict:
+    """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``).
+
+    ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).
+    """
+    tracker = tracker if Dist.from_env().main else None
     out_dir = Path(out_dir)
     dist = Dist.from_env()
     device = pick_device(cfg.device, cfg.device_index if cfg.device_index is not None else dist.local_rank)
@@ -401,6 +405,8 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> 
                 if dist.main:
                     mf.write(json.dumps(rec) + "\n")
                     mf.flush()
+                    if tracker is not None:
+                        tracker.log(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_val:.3f}", mfu=fmt_mfu(rec["mfu"]), refresh=False)
                 if status == "diverged":
@@ -461,6 +467,10 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path) -> 
     if dist.main:
         save_torch_atomic({"model_config": spec.model.to_dict(), "model": state}, out_dir / "weights.pt")
         write_json_atomic(out_dir / "result.json", result)
+        if tracker is not None:
+            tracker.summary({k: result[k] for k in ("status", "final_val_loss", "final_train_loss", "flops", "tokens",
+                                                     "params", "params_non_embedding", "budget", "mfu", "wall_time_s")})
+            tracker.finish(0 if status == "done" else 1)
         if not cfg.keep_checkpoints:
             for p in checkpoint_paths(out_dir):
                 p.unlink(missing_ok=True)
