@@ -117,3 +117,42 @@ def test_changed_config_in_same_dir_is_refused(tmp_path, corpus_dir, reference):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "different config" in out and "recipe.lr" in out
     finish(launch(args + ["recipe.lr=3e-3", "sweep.allow_config_change=true"]))
+
+
+def _submitit_task_pids():
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"submitit.core._submit" in cmd:
+                pids.append(int(p))
+    return pids
+
+
+def test_preempted_submitit_job_requeues_and_resumes(tmp_path, corpus_dir):
+    one = ["sweep.budgets=[6e10]", "sweep.sizes=[1.4e4]"]
+    finish(launch(sweep_args(tmp_path, corpus_dir, "ref1", *one)))
+    ref = results(tmp_path / "ref1")
+    args = sweep_args(tmp_path, corpus_dir, "p", *one, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    proc = launch(args)
+    deadline = time.time() + 120
+    pids = []
+    while time.time() < deadline:
+        runs = list((tmp_path / "p").glob("C*/metrics.jsonl"))
+        if runs and len(runs[0].read_text().splitlines()) >= 5:
+            pids = _submitit_task_pids()
+            if pids:
+                break
+        time.sleep(0.05)
+    assert pids, "the submitit job did not start"
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preempting (SUBMITIT_PREEMPT_SIGNAL)
+    finish(proc)
+    res = results(tmp_path / "p")
+    assert_same_losses(res, ref)
+    (rid,) = res
+    a = attempts(tmp_path / "p" / rid)
+    assert len(a) == 2 and a[1]["start_step"] > 0  # requeued by submitit, resumed from the checkpoint
