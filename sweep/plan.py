@@ -13,6 +13,7 @@ Run ids encode the grid point, ``C1e+12-N9.12e+04``, and ``parse_run_id`` reads 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -40,8 +41,15 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     min_steps: int = 50  # fewer optimizer steps than this is not a meaningful run
     max_epochs: float = 4.0  # drop points that would repeat the training data more often than this
     seed: int = 0
+    lr_rule: str = "constant"  # constant: `lr` for every run | deepseek: lr = 0.3118 * C^-0.1250 (DeepSeek LLM 2024, sec. 3.1)
+    batch_rule: str = "constant"  # constant: `batch_size` | deepseek: batch tokens = 0.2920 * C^0.3271 (ibid.)
+    batch_multiple: int = 1  # the deepseek batch is rounded to a multiple of this many sequences (e.g. the GPU count)
 
     def __post_init__(self):
+        if self.lr_rule not in ("constant", "deepseek") or self.batch_rule not in ("constant", "deepseek"):
+            raise ValueError(f"recipe.lr_rule / recipe.batch_rule = {self.lr_rule!r} / {self.batch_rule!r}: use constant or deepseek")
+        if self.batch_multiple < 1:
+            raise ValueError(f"recipe.batch_multiple must be >= 1, got {self.batch_multiple}")
         if self.flops_convention not in CONVENTIONS:
             raise ValueError(f"recipe.flops_convention={self.flops_convention!r}: use one of {', '.join(CONVENTIONS)}")
         for name in ("seq_len", "batch_size", "min_steps"):
@@ -59,6 +67,17 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len  # global batch in tokens
+
+    def resolved(self, budget: float) -> "RecipeConfig":
+        """This recipe with the rules evaluated at budget C: every run's spec holds the resolved values."""
+        lr, batch = self.lr, self.batch_size
+        if self.lr_rule == "deepseek":
+            lr = 0.3118 * budget ** -0.1250  # DeepSeek LLM (2024) fit of the optimal peak LR over compute C
+        if self.batch_rule == "deepseek":
+            tokens = 0.2920 * budget ** 0.3271  # DeepSeek LLM (2024) fit of the optimal batch size in tokens
+            m = self.batch_multiple
+            batch = max(m, round(tokens / self.seq_len / m) * m)  # whole sequences, a multiple of batch_multiple
+        return dataclasses.replace(self, lr=lr, batch_size=batch, lr_rule="constant", batch_rule="constant")
 
 
 @dataclass
@@ -185,8 +204,9 @@ def plan_grid(
     specs: list[RunSpec] = []
     dropped: list[Dropped] = []
     seen: set[str] = set()
-    tps = recipe.tokens_per_step
     for budget in sorted(float(c) for c in grid.budgets):
+        run_recipe = recipe.resolved(budget)
+        tps = run_recipe.tokens_per_step
         shapes: list[ModelConfig] = []
         for target in target_sizes(budget, grid):
             try:
@@ -227,7 +247,7 @@ def plan_grid(
                 run_id=rid,
                 budget=budget,
                 model=shape,
-                recipe=recipe,
+                recipe=run_recipe,
                 params=n,
                 params_non_embedding=counts["params_non_embedding"],
                 flops_per_token=fpt,

@@ -109,3 +109,23 @@ def test_bad_recipe():
         RecipeConfig(flops_convention="7N")
     with pytest.raises(ValueError, match="batch_size"):
         RecipeConfig(batch_size=0)
+
+
+def test_deepseek_recipe_resolves_per_budget():
+    recipe = RecipeConfig(seq_len=128, batch_size=16, min_steps=20, lr_rule="deepseek", batch_rule="deepseek")
+    specs = plan(grid(), LADDER, recipe, vocab_size=512)
+    assert specs
+    for s in specs:
+        c = s.budget
+        assert s.recipe.lr == pytest.approx(0.3118 * c ** -0.125)  # DeepSeek LLM: lr_opt(C)
+        assert s.recipe.batch_size == max(1, round(0.2920 * c ** 0.3271 / 128))  # B_opt(C) tokens -> sequences
+        assert s.recipe.lr_rule == "constant"  # the spec holds resolved values, not rules
+        step_flops = s.recipe.tokens_per_step * flops_per_token(s.model, "chinchilla")
+        assert abs(s.flops - c) <= step_flops / 2 + 1e-6 * c
+    # at C = 1e12: lr ~ 9.9e-3, ~2,450 tokens a step = 19 sequences of 128
+    s = next(s for s in specs if s.budget == 1e12)
+    assert s.recipe.lr == pytest.approx(9.86e-3, rel=1e-3) and s.recipe.batch_size == 19
+    multiple = RecipeConfig(seq_len=128, batch_rule="deepseek", batch_multiple=8).resolved(1e12)
+    assert multiple.batch_size % 8 == 0 and multiple.batch_size == 16
+    with pytest.raises(ValueError, match="lr_rule"):
+        RecipeConfig(lr_rule="magic")
