@@ -91,6 +91,7 @@ class SweepConfig:
     tokens_per_param: float = 20.0  # prior D/N at the optimum that centres the grid (Chinchilla: ~20)
     sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
     dry_run: bool = False  # print the plan as a table and train nothing
+    refine: bool = False  # re-centre each budget's grid on the optimum fitted from the runs so far, and fill in
     retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
     allow_config_change: bool = False  # let a relaunch change the sweep's config (e.g. add budgets) in an existing dir
     assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
@@ -173,15 +174,16 @@ def parse_run_id(rid: str) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 # the plan
 
-def target_sizes(budget: float, grid: SweepConfig) -> list[float]:
+def target_sizes(budget: float, grid: SweepConfig, centre: Optional[float] = None) -> list[float]:
     """Target parameter counts for one budget.
 
-    Prior optimum: with C ~= 6 N D and D = r N (r = tokens_per_param), N* = sqrt(C / (6 r)).
-    The grid is log-spaced over [N*/sqrt(span), N*·sqrt(span)].
+    Prior optimum: with C ~= 6 N D and D = r N (r = tokens_per_param), N* = sqrt(C / (6 r)); a refined
+    sweep passes the fitted optimum as ``centre`` instead.  The grid is log-spaced over
+    [N*/sqrt(span), N*·sqrt(span)].
     """
-    if grid.sizes:
+    if grid.sizes and centre is None:
         return [float(n) for n in grid.sizes]
-    n_star = math.sqrt(budget / (6.0 * grid.tokens_per_param))
+    n_star = centre or math.sqrt(budget / (6.0 * grid.tokens_per_param))
     k = grid.sizes_per_budget
     if k == 1:
         return [n_star]
@@ -194,11 +196,13 @@ def plan_grid(
     recipe: RecipeConfig,
     vocab_size: int,
     train_tokens: Optional[int] = None,
+    centres: Optional[dict] = None,
 ) -> tuple[list[RunSpec], list[Dropped]]:
     """All feasible RunSpecs of the sweep, and the points dropped with their reasons.
 
     ``vocab_size`` is the tokenizer's; the ladder pads it.  ``train_tokens`` is the size of the
-    training split, used for the epoch limit (None skips that check).
+    training split, used for the epoch limit (None skips that check).  ``centres`` maps budgets to
+    the N each grid is centred on (a refined sweep); other budgets use the prior.
     """
     check_sweep(grid)
     specs: list[RunSpec] = []
@@ -208,7 +212,7 @@ def plan_grid(
         run_recipe = recipe.resolved(budget)
         tps = run_recipe.tokens_per_step
         shapes: list[ModelConfig] = []
-        for target in target_sizes(budget, grid):
+        for target in target_sizes(budget, grid, (centres or {}).get(budget)):
             try:
                 shape = shape_for_params(target, vocab_size, recipe.seq_len, ladder)
             except ValueError as e:
@@ -260,9 +264,9 @@ def plan_grid(
     return specs, dropped
 
 
-def plan(grid, ladder, recipe, vocab_size, train_tokens=None) -> list[RunSpec]:
+def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> list[RunSpec]:
     """The feasible RunSpecs of :func:`plan_grid`."""
-    return plan_grid(grid, ladder, recipe, vocab_size, train_tokens)[0]
+    return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)[0]
 
 
 def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:

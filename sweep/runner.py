@@ -1,9 +1,11 @@
 """What the sweeper and each job do with a composed config.  The Hydra glue stays thin around this."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +25,8 @@ def section(cfg: DictConfig, name: str):
     return OmegaConf.to_object(cfg[name])
 
 
-def make_plan(cfg: DictConfig, prepare_data: bool = True) -> tuple[list[RunSpec], list[Dropped], Path]:
+def make_plan(cfg: DictConfig, prepare_data: bool = True, centres: Optional[dict] = None
+              ) -> tuple[list[RunSpec], list[Dropped], Path]:
     """Prepare (or find) the data, then plan the grid against its vocab and size."""
     data_cfg: DataConfig = section(cfg, "data")
     path = prepare(data_cfg) if prepare_data else data_dir(data_cfg)
@@ -31,19 +34,35 @@ def make_plan(cfg: DictConfig, prepare_data: bool = True) -> tuple[list[RunSpec]
     ladder: LadderConfig = section(cfg, "model")
     recipe: RecipeConfig = section(cfg, "recipe")
     grid: SweepConfig = section(cfg, "sweep")
-    specs, dropped = plan_grid(grid, ladder, recipe, m["vocab_size"], m["splits"]["train"]["tokens"])
+    specs, dropped = plan_grid(grid, ladder, recipe, m["vocab_size"], m["splits"]["train"]["tokens"], centres)
     return specs, dropped, path
 
 
+def refine_centres(sweep_dir: Path) -> dict:
+    """Each budget's fitted optimum N from the finished runs of a first pass (Approach 2 vertices)."""
+    from analysis.approach2 import fit_approach2
+    from analysis.results import load_results, split_usable
+
+    usable, _ = split_usable(load_results(sweep_dir))
+    try:
+        fit = fit_approach2([r["budget"] for r in usable], [r["params"] for r in usable],
+                            [r["tokens"] for r in usable], [r["loss"] for r in usable])
+    except ValueError as e:
+        raise ValueError(f"sweep.refine needs a finished first pass with isoFLOP minima: {e}") from None
+    return dict(zip(fit["budgets"], fit["N_opt"]))
+
+
 def run_job(cfg: DictConfig, out_dir: Path) -> dict:
-    """One job of the multirun: re-derive the (pure, deterministic) plan and train the run named by cfg.run_id."""
+    """One job of the multirun: train the run named by cfg.run_id, as the sweeper planned it (plan.json)."""
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
-    specs, _, path = make_plan(cfg, prepare_data=False)
-    by_id = {s.run_id: s for s in specs}
-    if cfg.run_id not in by_id:
-        raise ValueError(f"run_id={cfg.run_id!r} is not in this sweep's plan; valid ids: {', '.join(by_id)}")
-    spec = by_id[cfg.run_id]
+    out_dir = Path(out_dir)
+    plan_path = out_dir.parent / "plan.json"  # the sweeper writes it before launching any job
+    runs = {r["run_id"]: r for r in json.loads(plan_path.read_text())["runs"]}
+    if cfg.run_id not in runs:
+        raise ValueError(f"run_id={cfg.run_id!r} is not in {plan_path}; valid ids: {', '.join(runs)}")
+    spec = RunSpec.from_dict(runs[cfg.run_id])
+    data_path = data_dir(section(cfg, "data"))
     trainer: TrainerConfig = section(cfg, "trainer")
     if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
         # GPU packing: concurrent jobs (joblib n_jobs = GPUs x runs per GPU) spread round-robin over the GPUs
@@ -56,10 +75,10 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
             if finished(out_dir, spec.to_dict(), retry_failed=cfg.sweep.retry_failed):
                 log.info("%s: already finished, not training it again", spec.run_id)
                 return read_result(out_dir)
-            tracker = Tracker(section(cfg, "wandb"), sweep_dir=Path(out_dir).parent, sweep_name=cfg.sweep.name,
+            tracker = Tracker(section(cfg, "wandb"), sweep_dir=out_dir.parent, sweep_name=cfg.sweep.name,
                               run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
             try:
-                return train(spec, trainer, TokenData(path), out_dir, tracker=tracker)
+                return train(spec, trainer, TokenData(data_path), out_dir, tracker=tracker)
             finally:
                 tracker.finish(exit_code=1)  # no-op when train already finished it
     except RunLocked as e:

@@ -129,3 +129,16 @@ def test_deepseek_recipe_resolves_per_budget():
     assert multiple.batch_size % 8 == 0 and multiple.batch_size == 16
     with pytest.raises(ValueError, match="lr_rule"):
         RecipeConfig(lr_rule="magic")
+
+
+def test_refined_grid_centres_on_given_optimum():
+    g = grid(budgets=[1e12, 3e12], sizes_per_budget=5, size_span=16)
+    t = target_sizes(1e12, g, centre=2e5)
+    assert math.exp(sum(map(math.log, t)) / len(t)) == pytest.approx(2e5, rel=1e-9)
+    specs = plan(g, LADDER, RECIPE, vocab_size=512, centres={1e12: 2e5})
+    at_1e12 = [s.params for s in specs if s.budget == 1e12]
+    at_3e12 = [s.params for s in specs if s.budget == 3e12]
+    prior = [s.params for s in plan(g, LADDER, RECIPE, vocab_size=512) if s.budget == 3e12]
+    assert at_3e12 == prior  # budgets without a centre keep the prior's grid
+    geo = math.exp(sum(map(math.log, at_1e12)) / len(at_1e12))
+    assert 2e5 / 2 < geo < 2e5 * 2  # ladder rounding moves the sizes, not the centre

@@ -1,5 +1,6 @@
 """The Hydra app end to end, in-process: the isoFLOP sweeper, the basic launcher, the analysis callback."""
 import json
+import math
 import os
 import sys
 
@@ -87,3 +88,16 @@ def test_unknown_key_is_an_error(tmp_path, corpus_dir, run_app, capsys):
     with pytest.raises(SystemExit):
         run_app(*tiny(tmp_path, corpus_dir, "recipe.lrr=1e-3"))
     assert "lrr" in capsys.readouterr().err
+
+
+def test_refine_dry_run_recentres_on_first_pass(tmp_path, corpus_dir, run_app, capsys):
+    from test_refine import write_run
+
+    out = tmp_path / "out"
+    for c, n_opt in ((1e10, 4e4), (3e10, 6e4)):  # a synthetic first pass with known isoFLOP vertices
+        for f in (0.25, 0.5, 1, 2, 4):
+            write_run(out, c, n_opt * f, 3.0 + 0.1 * math.log10(f) ** 2)
+    run_app(*tiny(tmp_path, corpus_dir, "sweep.refine=true", "sweep.dry_run=true", "sweep.budgets=[1e10,3e10]",
+                  "sweep.sizes=[]", "sweep.sizes_per_budget=3", "sweep.size_span=4"))
+    printed = capsys.readouterr().out
+    assert "refined grid centres: C=1e+10: N=4e+04, C=3e+10: N=6e+04" in printed

@@ -43,7 +43,7 @@ def sweep_identity(cfg: DictConfig) -> dict:
     """The config keys that decide what the sweep trains (flattened), without the knobs of how it runs."""
     from omegaconf import OmegaConf as OC
 
-    how = {"name", "dry_run", "retry_failed", "allow_config_change", "assumed_flops_per_s"}
+    how = {"name", "dry_run", "retry_failed", "allow_config_change", "assumed_flops_per_s", "refine"}
     out = {}
     for section in ("data", "model", "recipe", "sweep"):
         for k, v in OC.to_container(cfg[section], resolve=True).items():
@@ -68,7 +68,8 @@ class IsoFLOPSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         # imported here so that Hydra's plugin discovery stays cheap
         from sweep.plan import format_plan
-        from sweep.runner import make_plan
+        from sweep.plan import RunSpec
+        from sweep.runner import make_plan, refine_centres
         from sweep.store import finished, write_json_atomic
 
         cfg = self.config
@@ -79,8 +80,16 @@ class IsoFLOPSweeper(Sweeper):
                     f"'{o.input_line}' is a sweep override; the isoFLOP sweeper expands budgets x sizes itself: "
                     "give single values, or one sweep.name per variant")
 
-        specs, dropped, data_path = make_plan(cfg)
         sweep_dir = Path(cfg.hydra.sweep.dir)
+        centres = refine_centres(sweep_dir) if cfg.sweep.refine else None
+        specs, dropped, data_path = make_plan(cfg, centres=centres)
+        if centres:
+            # a refined sweep keeps the first pass's runs and adds the re-centred ones
+            print("refined grid centres: " + ", ".join(f"C={c:.3g}: N={n:.3g}" for c, n in sorted(centres.items())))
+            old = json.loads((sweep_dir / "plan.json").read_text())["runs"] if (sweep_dir / "plan.json").exists() else []
+            ids = {s.run_id for s in specs}
+            specs = sorted([RunSpec.from_dict(r) for r in old if r["run_id"] not in ids] + specs,
+                           key=lambda s: (s.budget, s.params))
         print(f"isoFLOP sweep '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
         print(format_plan(specs, dropped, cfg.sweep.assumed_flops_per_s))
         if cfg.sweep.dry_run:
