@@ -90,6 +90,8 @@ class SweepConfig:
     size_span: float = 8.0  # largest / smallest target N at each budget (log-spaced in between)
     tokens_per_param: float = 20.0  # prior D/N at the optimum that centres the grid (Chinchilla: ~20)
     sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
+    seeds: int = 1  # train every grid point this many times (seed + k), to measure run-to-run noise
+    horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
     dry_run: bool = False  # print the plan as a table and train nothing
     refine: bool = False  # re-centre each budget's grid on the optimum fitted from the runs so far, and fill in
     retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
@@ -106,6 +108,8 @@ def check_sweep(sweep: SweepConfig) -> None:
         raise ValueError(f"sweep.budgets must be positive numbers, got {budgets}")
     if sweep.sizes_per_budget < 1 or sweep.size_span < 1 or not sweep.tokens_per_param > 0:
         raise ValueError("sweep.sizes_per_budget >= 1, sweep.size_span >= 1 and sweep.tokens_per_param > 0 are required")
+    if sweep.seeds < 1 or any(not h > 0 for h in sweep.horizons):
+        raise ValueError("sweep.seeds must be >= 1 and sweep.horizons positive factors, e.g. sweep.horizons=[0.25,4]")
     if any(not n > 0 for n in sweep.sizes):
         raise ValueError(f"sweep.sizes must be positive parameter counts, got {list(sweep.sizes)}")
 
@@ -126,6 +130,7 @@ class RunSpec:
     tokens: int  # steps * tokens_per_step
     flops: float  # planned FLOPs = tokens * flops_per_token, within half a step of budget
     epochs: Optional[float]  # tokens / training tokens available; None when the data size is unknown
+    kind: str = "isoflop"  # isoflop: a grid point | horizon: an extra token horizon for Approach 1
 
     @property
     def tokens_per_param(self) -> float:
@@ -155,20 +160,25 @@ class Dropped:
 # ---------------------------------------------------------------------------------------------
 # run ids
 
-_ID_RE = re.compile(r"^C([0-9.]+e[+-][0-9]+|[0-9.]+)-N([0-9.]+e[+-][0-9]+|[0-9.]+)$")
+_ID_RE = re.compile(r"^C([0-9.]+e[+-][0-9]+|[0-9.]+)-N([0-9.]+e[+-][0-9]+|[0-9.]+)(?:-s([0-9]+))?$")
 
 
-def run_id(budget: float, params: float) -> str:
-    """``C1e+12-N9.12e+04``: the budget and parameter count to 3 significant digits."""
-    return f"C{budget:.3g}-N{params:.3g}"
+def run_id(budget: float, params: float, seed: int = 0) -> str:
+    """``C1e+12-N9.12e+04``: the budget and parameter count to 3 significant digits; repeats add ``-s<k>``."""
+    return f"C{budget:.3g}-N{params:.3g}" + (f"-s{seed}" if seed else "")
 
 
 def parse_run_id(rid: str) -> tuple[float, float]:
     """Inverse of :func:`run_id`: ``(budget, params)`` as written in the id (3 significant digits)."""
+    return parse_run_id_full(rid)[:2]
+
+
+def parse_run_id_full(rid: str) -> tuple[float, float, int]:
+    """``(budget, params, seed repeat)`` of a run id."""
     m = _ID_RE.match(rid)
     if not m:
         raise ValueError(f"not a run id: {rid!r} (expected e.g. 'C1e+12-N9.12e+04')")
-    return float(m.group(1)), float(m.group(2))
+    return float(m.group(1)), float(m.group(2)), int(m.group(3) or 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +218,8 @@ def plan_grid(
     specs: list[RunSpec] = []
     dropped: list[Dropped] = []
     seen: set[str] = set()
+    isoflop: list[tuple[float, ModelConfig, float]] = []  # (budget, shape, target N) of the isoFLOP grid
     for budget in sorted(float(c) for c in grid.budgets):
-        run_recipe = recipe.resolved(budget)
-        tps = run_recipe.tokens_per_step
         shapes: list[ModelConfig] = []
         for target in target_sizes(budget, grid, (centres or {}).get(budget)):
             try:
@@ -222,45 +231,60 @@ def plan_grid(
                 dropped.append(Dropped(budget, target, "same ladder shape as the previous size; widen sweep.size_span or refine the ladder (smaller model.head_dim)"))
                 continue
             shapes.append(shape)
+            isoflop.append((budget, shape, target))
 
-            counts = param_counts(shape)
-            n = counts["params"]
-            fpt = flops_per_token(shape, recipe.flops_convention)
-            # steps * tps * fpt = C, rounded to the nearest whole optimizer step
-            steps = round(budget / (tps * fpt))
-            rid = run_id(budget, n)
-            if rid in seen:
-                dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
-                continue
-            if steps < recipe.min_steps:
-                dropped.append(Dropped(
-                    budget, target,
-                    f"only {steps} steps (< recipe.min_steps={recipe.min_steps}); raise the budget or lower recipe.batch_size",
-                    rid))
-                continue
-            tokens = steps * tps
-            epochs = tokens / train_tokens if train_tokens else None
-            if epochs is not None and epochs > recipe.max_epochs:
-                dropped.append(Dropped(
-                    budget, target,
-                    f"needs {epochs:.1f} epochs of the data (> recipe.max_epochs={recipe.max_epochs}); use more data or smaller budgets",
-                    rid))
-                continue
-            seen.add(rid)
-            specs.append(RunSpec(
-                run_id=rid,
-                budget=budget,
-                model=shape,
-                recipe=run_recipe,
-                params=n,
-                params_non_embedding=counts["params_non_embedding"],
-                flops_per_token=fpt,
-                steps=steps,
-                warmup_steps=max(1, round(recipe.warmup_frac * steps)) if recipe.warmup_frac > 0 else 0,
-                tokens=tokens,
-                flops=tokens * fpt,
-                epochs=epochs,
-            ))
+    points = [(c, shape, t, seed, "isoflop") for c, shape, t in isoflop for seed in range(grid.seeds)]
+    if grid.horizons:
+        # Approach 1 wants each size trained to several token horizons (Chinchilla: 4 cosine lengths over 16x):
+        # every shape of the grid, once, at its first budget times each horizon factor
+        first: dict[ModelConfig, tuple[float, float]] = {}
+        for c, shape, t in isoflop:
+            first.setdefault(shape, (c, t))
+        points += [(c * h, shape, t, 0, "horizon") for shape, (c, t) in first.items() for h in grid.horizons if h != 1]
+
+    for budget, shape, target, seed, kind in points:
+        run_recipe = dataclasses.replace(recipe.resolved(budget), seed=recipe.seed + seed)
+        tps = run_recipe.tokens_per_step
+        counts = param_counts(shape)
+        n = counts["params"]
+        fpt = flops_per_token(shape, recipe.flops_convention)
+        # steps * tps * fpt = C, rounded to the nearest whole optimizer step
+        steps = round(budget / (tps * fpt))
+        rid = run_id(budget, n, seed)
+        if rid in seen:
+            dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
+            continue
+        if steps < recipe.min_steps:
+            dropped.append(Dropped(
+                budget, target,
+                f"only {steps} steps (< recipe.min_steps={recipe.min_steps}); raise the budget or lower recipe.batch_size",
+                rid))
+            continue
+        tokens = steps * tps
+        epochs = tokens / train_tokens if train_tokens else None
+        if epochs is not None and epochs > recipe.max_epochs:
+            dropped.append(Dropped(
+                budget, target,
+                f"needs {epochs:.1f} epochs of the data (> recipe.max_epochs={recipe.max_epochs}); use more data or smaller budgets",
+                rid))
+            continue
+        seen.add(rid)
+        specs.append(RunSpec(
+            run_id=rid,
+            budget=budget,
+            model=shape,
+            recipe=run_recipe,
+            params=n,
+            params_non_embedding=counts["params_non_embedding"],
+            flops_per_token=fpt,
+            steps=steps,
+            warmup_steps=max(1, round(recipe.warmup_frac * steps)) if recipe.warmup_frac > 0 else 0,
+            tokens=tokens,
+            flops=tokens * fpt,
+            epochs=epochs,
+            kind=kind,
+        ))
+    specs.sort(key=lambda s: (s.kind != "isoflop", s.budget, s.params, s.recipe.seed))
     return specs, dropped
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from models.flops import flops_per_token, param_counts
 from models.ladder import LadderConfig
-from sweep.plan import RecipeConfig, RunSpec, SweepConfig, format_plan, parse_run_id, plan, plan_grid, run_id, target_sizes
+from sweep.plan import (RecipeConfig, RunSpec, SweepConfig, format_plan, parse_run_id, parse_run_id_full, plan,
+                        plan_grid, run_id, target_sizes)
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True)
 RECIPE = RecipeConfig(seq_len=128, batch_size=16, min_steps=20)
@@ -142,3 +143,21 @@ def test_refined_grid_centres_on_given_optimum():
     assert at_3e12 == prior  # budgets without a centre keep the prior's grid
     geo = math.exp(sum(map(math.log, at_1e12)) / len(at_1e12))
     assert 2e5 / 2 < geo < 2e5 * 2  # ladder rounding moves the sizes, not the centre
+
+
+def test_seeds_and_horizons():
+    g = grid(budgets=[1e12, 3e12], seeds=2, horizons=[0.25, 4])
+    specs, _ = plan_grid(g, LADDER, RECIPE, vocab_size=512)
+    base = plan(grid(budgets=[1e12, 3e12]), LADDER, RECIPE, vocab_size=512)
+    iso = [s for s in specs if s.kind == "isoflop"]
+    assert len(iso) == 2 * len(base)
+    repeats = [s for s in iso if s.run_id.endswith("-s1")]
+    assert len(repeats) == len(base) and all(s.recipe.seed == RECIPE.seed + 1 for s in repeats)
+    assert parse_run_id_full(repeats[0].run_id)[2] == 1
+    hor = [s for s in specs if s.kind == "horizon"]
+    shapes = {s.model for s in base}
+    assert {s.model for s in hor} <= shapes and hor
+    for s in hor:  # each horizon run is its size's first budget times a factor, still within a step of it
+        first = min(b.budget for b in base if b.model == s.model)
+        assert any(s.budget == pytest.approx(first * h) for h in (0.25, 4))
+        assert abs(s.flops - s.budget) <= s.recipe.tokens_per_step * s.flops_per_token / 2 + 1e-6 * s.budget
