@@ -68,11 +68,16 @@ class IsoFLOPSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         # imported here so that Hydra's plugin discovery stays cheap
         from sweep.plan import format_plan
+        from sweep.config import check_known_keys
         from sweep.plan import RunSpec
         from sweep.runner import make_plan, refine_centres
         from sweep.store import finished, write_json_atomic
 
         cfg = self.config
+        try:
+            check_known_keys(cfg)  # before anything is prepared or created
+        except ValueError as e:
+            raise HydraException(str(e)) from None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for o in parser.parse_overrides(arguments):
             if o.is_sweep_override():
