@@ -141,3 +141,28 @@ def test_checkpoint_from_another_spec_is_refused(tmp_path, prepared):
     other, op = spec_file(tmp_path / "o" if (tmp_path / "o").mkdir() is None else tmp_path, budget=4e9)
     res = run_cli(op, prepared[1], tmp_path / "run", trainer)
     assert res.returncode != 0 and "different run spec" in res.stderr
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from sweep.train import load_latest_checkpoint, save_torch_atomic
+
+    spec, _ = spec_file(tmp_path)
+    good = {"step": 5, "spec_hash": __import__("sweep.store", fromlist=["spec_hash"]).spec_hash(spec.to_dict()),
+            "model": {"w": torch.ones(3)}, "optimizer": {}, "loop": {}}
+    save_torch_atomic(good, tmp_path / "run" / "checkpoints" / "step_00000005.pt")
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"partial bytes")  # some bytes land, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_torch_atomic({**good, "step": 10}, tmp_path / "run" / "checkpoints" / "step_00000010.pt")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000005.pt"]  # no torn file
+    ckpt = load_latest_checkpoint(tmp_path / "run", spec)
+    assert ckpt["step"] == 5 and torch.equal(ckpt["model"]["w"], torch.ones(3))
