@@ -6,9 +6,31 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
+
+
+_FAULT_COUNTS: dict = {}
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the chaos tests: ``SCALING_SWEEP_KILL_AT=<name>:<n>`` SIGKILLs this process the
+    n-th time it passes the point ``name`` (several points: comma-separated).  Does nothing otherwise.
+
+    The points sit inside the short windows where a kill is most dangerous (between writing a temp file
+    and renaming it, between planning and launching), which random timing rarely hits.
+    """
+    spec = os.environ.get("SCALING_SWEEP_KILL_AT")
+    if not spec:
+        return
+    for item in spec.split(","):
+        point, _, nth = item.partition(":")
+        if point == name:
+            _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+            if _FAULT_COUNTS[name] == int(nth or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -26,6 +48,7 @@ def write_json_atomic(path: Path, obj) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        fault_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

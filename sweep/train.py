@@ -50,7 +50,7 @@ import torch
 from models.transformer import Transformer
 from sweep.data import TokenData
 from sweep.plan import RunSpec
-from sweep.store import spec_hash, write_json_atomic
+from sweep.store import fault_point, spec_hash, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,7 @@ def save_torch_atomic(obj, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("write:checkpoint" if path.parent.name == "checkpoints" else f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk or a kill leaves the previous checkpoint intact

@@ -71,7 +71,7 @@ class IsoFLOPSweeper(Sweeper):
         from sweep.config import check_known_keys
         from sweep.plan import RunSpec
         from sweep.runner import make_plan, refine_centres
-        from sweep.store import finished, write_json_atomic
+        from sweep.store import fault_point, finished, write_json_atomic
 
         cfg = self.config
         try:
@@ -119,6 +119,7 @@ class IsoFLOPSweeper(Sweeper):
             "dropped": [d.__dict__ for d in dropped],
             "data": str(data_path),
         })
+        fault_point("planned")  # chaos tests: a kill between planning and launching
         todo = [s for s in specs if not finished(sweep_dir / s.run_id, s.to_dict(), cfg.sweep.retry_failed)]
         if len(todo) < len(specs):
             log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
