@@ -1,29 +1,54 @@
-"""python -m analysis <sweep dir | results.csv | results.json> [--out DIR]"""
+"""python -m analysis <inputs…> [--out DIR] [--project 1e24 …] [--params total|non_embedding] [--bootstrap N]
+
+Each input is a sweep dir (<run_id>/result.json + metrics.jsonl), a results CSV or a JSON list of
+records, optionally named `name=path` (default name: the dir's or file's name).  Several inputs
+become one row each in the figures (e.g. C4 and GitHub).  Exit 0 when at least one approach was
+fitted; bad input prints one `error: …` line and exits 2 with nothing written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from analysis.run import FIGURE_FILE, FIT_FILE, analyze, default_out_dir, format_summary
+from analysis.run import (DEFAULT_BOOTSTRAP, DEFAULT_PROJECTIONS, ENVELOPE_FILE, FIGURE_FILE, FIT_FILE,
+                          PARAMS_KINDS, REPORT_FILE, RESULTS_FILE, analyze, default_out_dir, format_summary)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other input error
+        print(f"error: {message}; see python -m analysis --help", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis",
-                                 description="Fit Chinchilla Approach 2 to isoFLOP results.")
-    ap.add_argument("path", help="sweep dir (with <run>/result.json), results CSV, or JSON list of records")
+    ap = _Parser(prog="python -m analysis",
+                 description="Fit Chinchilla Approaches 1, 2 and 3 with bootstrap intervals.")
+    ap.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="sweep dir, results CSV (columns params, loss, and tokens or flops, optional "
+                         "budget) or JSON list of records; name=path names a dataset")
     ap.add_argument("--out", default=None,
-                    help=f"where to write {FIT_FILE} and {FIGURE_FILE} (default: the sweep dir, "
-                         f"or the results file's dir)")
+                    help=f"output dir for {FIT_FILE}, {REPORT_FILE}, {RESULTS_FILE} and figures/ "
+                         f"(default for one input: the sweep dir, or the results file's dir)")
+    ap.add_argument("--project", nargs="+", type=float, default=list(DEFAULT_PROJECTIONS), metavar="FLOPS",
+                    help="compute budgets to project N_opt and D_opt to (default: Gopher's 5.76e23)")
+    ap.add_argument("--params", choices=PARAMS_KINDS, default="total",
+                    help="N for the fits: total or non-embedding parameters (Pearce & Song 2024)")
+    ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
+                    help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0: none)")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     args = ap.parse_args(argv)
     try:
-        result = analyze(args.path, args.out)
+        result = analyze(args.inputs, args.out, project=args.project, params=args.params,
+                         n_boot=args.bootstrap, seed=args.seed)
     except ValueError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
-    out = args.out if args.out is not None else default_out_dir(args.path)
+    out = Path(args.out) if args.out is not None else default_out_dir(args.inputs[0])
     print(format_summary(result))
-    print(f"wrote {out}/{FIT_FILE} and {out}/{FIGURE_FILE}")
+    written = [FIT_FILE, REPORT_FILE, RESULTS_FILE] + [f for f in (FIGURE_FILE, ENVELOPE_FILE) if (out / f).exists()]
+    print(f"wrote {', '.join(str(out / f) for f in written)}")
     return 0
 
 

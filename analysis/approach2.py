@@ -2,8 +2,17 @@
 
 Hoffmann et al. 2022 (arXiv 2203.15556), Sec. 3.2 and Figure 3: for each compute budget C, fit a
 parabola to final loss against log N; its vertex is that budget's compute-optimal model size
-N_opt(C). A straight line through the vertices in log-log space gives N_opt ∝ C^a, and likewise
-D_opt ∝ C^b (Chinchilla's Table 2 reports a = 0.49, b = 0.51 for this approach).
+N_opt(C).  A straight line through the vertices in log-log space gives N_opt ∝ C^a (Table 2:
+a = 0.49).  Here a second parabola per budget, in log D, gives D_opt(C) and D_opt ∝ C^b directly
+(b = 0.51), rather than through C = 6ND, which is off for small models whose FLOPs per token
+include attention (App. F).
+
+Known bias (Open-Athena's analysis; see also analysis.compare.approach2_bias): a parabola is
+symmetric, an isoFLOP curve is not when α ≠ β, so a vertex lands off the true optimum by an
+amount that depends on where the grid sits around it.  With the same relative grid at every
+budget the offset is the same and a is unbiased; a grid that drifts relative to the optimum biases
+a.  Budgets whose vertex falls outside the sizes run are kept (the parabola extrapolates) but warned
+about.
 
 Everything here is a pure function over arrays; nothing is read or written.
 """
@@ -11,6 +20,8 @@ Everything here is a pure function over arrays; nothing is read or written.
 from __future__ import annotations
 
 import numpy as np
+
+from analysis.stats import line_rows
 
 # Budgets closer than this (relative) are the same isoFLOP profile.  Run results carry the
 # *target* budget, which is the same float for every run of a profile; the tolerance only
@@ -42,26 +53,11 @@ def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def fit_approach2(budgets, params, tokens, losses) -> dict:
-    """Fit Approach 2 to isoFLOP runs.
+def _parabola(x, y) -> tuple[float, float, float]:
+    return tuple(float(c) for c in np.polyfit(x, y, 2))
 
-    budgets, params, tokens, losses: array-likes of equal length, one entry per run (C in FLOPs,
-    N total parameters, D training tokens, final loss).  tokens may be None, meaning D = C/(6N).
 
-    Per budget (≥ 3 distinct sizes) a parabola L = c2·x² + c1·x + c0 in x = log10 N is fitted;
-    budgets whose parabola has no minimum (c2 ≤ 0) are dropped with a reason.  A vertex outside
-    the budget's size range is kept but flagged with inside_grid = False (it is an
-    extrapolation, so widen the grid for that budget).
-
-    Returns a JSON-serialisable dict (plain floats, lists):
-      a, a_intercept:  log10 N_opt = a·log10 C + a_intercept
-      b, b_intercept:  log10 D_opt = b·log10 C + b_intercept
-      budgets, N_opt, D_opt, L_opt: one entry per used budget, ascending C
-      parabolas: [{budget, coeffs [c2, c1, c0] in x = log10 N, n_points, inside_grid,
-                   x_range [min x, max x]}] for the used budgets
-      dropped:   [{budget, reason}]
-    Raises ValueError when fewer than 2 budgets have a parabola minimum.
-    """
+def _check_inputs(budgets, params, tokens, losses):
     budgets = np.asarray(budgets, dtype=float).ravel()
     params = np.asarray(params, dtype=float).ravel()
     losses = np.asarray(losses, dtype=float).ravel()
@@ -79,43 +75,75 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
             raise ValueError(f"{name} must be finite and positive; drop the bad runs first")
     if not np.all(np.isfinite(losses)):
         raise ValueError("losses must be finite; drop diverged runs first")
+    return budgets, params, tokens, losses
 
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def fit_approach2(budgets, params, tokens, losses) -> dict:
+    """Fit Approach 2 to isoFLOP runs.
+
+    budgets, params, tokens, losses: array-likes of equal length, one entry per run (C in FLOPs,
+    N parameters, D training tokens, final loss).  tokens may be None, meaning D = C/(6N).
+
+    Per budget (≥ 3 distinct sizes) parabolas L = c2·x² + c1·x + c0 are fitted in x = log10 N and
+    in x = log10 D; budgets where either has no minimum (c2 ≤ 0) are dropped with a reason.  A
+    vertex outside the budget's range of N (or D) is kept, flagged with inside_grid = False and
+    warned about (it is an extrapolation: widen the grid for that budget).
+
+    Returns a JSON-serialisable dict (plain floats, lists):
+      a, a_intercept:  log10 N_opt = a·log10 C + a_intercept  (vertices in log N)
+      b, b_intercept:  log10 D_opt = b·log10 C + b_intercept  (vertices in log D)
+      budgets, N_opt, D_opt, L_opt: one entry per used budget, ascending C (L_opt from the N parabola)
+      D_at_N_opt: the runs' own D interpolated (log-log line) at N_opt, for comparison with D_opt
+      parabolas, parabolas_D: [{budget, coeffs [c2, c1, c0], n_points, inside_grid,
+                                x_range [min x, max x]}] for the used budgets
+      dropped:   [{budget, reason}]
+      warnings:  human-readable lines (off-grid minima)
+    Raises ValueError when fewer than 2 budgets have a parabola minimum.
+    """
+    budgets, params, tokens, losses = _check_inputs(budgets, params, tokens, losses)
+    n = len(budgets)
     labels = group_budgets(budgets)
-    used, parabolas, dropped = [], [], []
+    used, parabolas, parabolas_d, dropped, warnings = [], [], [], [], []
     for g in range(labels.max() + 1 if n else 0):
         sel = labels == g
         budget = float(np.mean(budgets[sel]))
         x = np.log10(params[sel])
+        xd = np.log10(tokens[sel])
         n_sizes = len(np.unique(params[sel]))
         if n_sizes < MIN_SIZES:
             dropped.append({"budget": budget,
                             "reason": f"only {n_sizes} distinct model size(s); a parabola needs >= {MIN_SIZES}"})
             continue
-        c2, c1, c0 = (float(c) for c in np.polyfit(x, losses[sel], 2))
-        if c2 <= 0:
+        c2, c1, c0 = _parabola(x, losses[sel])
+        d2, d1, d0 = _parabola(xd, losses[sel])
+        if c2 <= 0 or d2 <= 0:
+            which = "log N" if c2 <= 0 else "log D"
             dropped.append({"budget": budget,
-                            "reason": f"parabola opens downward (c2 = {c2:.3g} <= 0), so it has no minimum; "
-                                      f"the grid may miss the optimum or the losses are too noisy"})
+                            "reason": f"parabola in {which} opens downward (c2 = {min(c2, d2):.3g} <= 0), "
+                                      f"so it has no minimum; the grid may miss the optimum or the "
+                                      f"losses are too noisy"})
             continue
         x_opt = -c1 / (2.0 * c2)  # vertex of c2·x² + c1·x + c0
         l_opt = c0 - c1 * c1 / (4.0 * c2)  # parabola value at the vertex
-        # D_opt: interpolate log10 D linearly in log10 N over this budget's runs rather than
-        # taking C/(6 N_opt).  When the runs were planned with D = C/(6N) the line is exact (slope
-        # -1, intercept log10 C/6).  When the FLOP count also has an attention term (App. F:
-        # 6N + 6·n_layer·T·d per token) or steps were rounded, D is not C/(6N); the line through
-        # the runs' own (N, D) then stays within ~1% of the true D at N_opt for a ±0.75-decade
-        # grid, where C/(6 N_opt) can be off by tens of percent for small models.
-        s, k = np.polyfit(x, np.log10(tokens[sel]), 1)
-        d_opt = 10.0 ** (s * x_opt + k)
+        xd_opt = -d1 / (2.0 * d2)
+        # The runs' own D at N_opt, from a line through their (log N, log D): exact when D = C/(6N).
+        s, k = np.polyfit(x, xd, 1)
         lo, hi = float(x.min()), float(x.max())
-        used.append((budget, 10.0 ** x_opt, float(d_opt), l_opt))
-        parabolas.append({
-            "budget": budget,
-            "coeffs": [c2, c1, c0],
-            "n_points": int(sel.sum()),
-            "inside_grid": bool(lo <= x_opt <= hi),
-            "x_range": [lo, hi],
-        })
+        lod, hid = float(xd.min()), float(xd.max())
+        used.append((budget, 10.0 ** x_opt, 10.0 ** xd_opt, l_opt, 10.0 ** (s * x_opt + k)))
+        parabolas.append({"budget": budget, "coeffs": [c2, c1, c0], "n_points": int(sel.sum()),
+                          "inside_grid": bool(lo <= x_opt <= hi), "x_range": [lo, hi]})
+        parabolas_d.append({"budget": budget, "coeffs": [d2, d1, d0], "n_points": int(sel.sum()),
+                            "inside_grid": bool(lod <= xd_opt <= hid), "x_range": [lod, hid]})
+        for sym, v, a_, b_ in (("N_opt", x_opt, lo, hi), ("D_opt", xd_opt, lod, hid)):
+            if not a_ <= v <= b_:
+                warnings.append(f"budget {_fmt(budget)}: {sym} = {_fmt(10 ** v)} lies outside the grid "
+                                f"({_fmt(10 ** a_)}-{_fmt(10 ** b_)}); the parabola extrapolates, "
+                                f"so widen the grid at this budget")
 
     if len(used) < 2:
         few = sum(d["reason"].startswith("only") for d in dropped)
@@ -127,7 +155,7 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
             f"(runs share a budget when equal within {BUDGET_RTOL:g} relative)"
         )
 
-    c, n_opt, d_opt, l_opt = (np.array(col) for col in zip(*used))
+    c, n_opt, d_opt, l_opt, d_at_n = (np.array(col) for col in zip(*used))
     a, a0 = _power_law(np.log10(c), np.log10(n_opt))
     b, b0 = _power_law(np.log10(c), np.log10(d_opt))
     return {
@@ -139,8 +167,11 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
         "N_opt": [float(v) for v in n_opt],
         "D_opt": [float(v) for v in d_opt],
         "L_opt": [float(v) for v in l_opt],
+        "D_at_N_opt": [float(v) for v in d_at_n],
         "parabolas": parabolas,
+        "parabolas_D": parabolas_d,
         "dropped": dropped,
+        "warnings": warnings,
     }
 
 
@@ -156,3 +187,51 @@ def predict(fit: dict, C):
         return float(n_opt), float(d_opt)
     return n_opt, d_opt
 
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap
+
+
+def _vertices(x: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Weighted parabola y ≈ c2·x² + c1·x + c0 for each row of weights w (B, n); returns the
+    vertex x (B,) and whether it exists (≥ 3 distinct x with weight, c2 > 0)."""
+    xm = x.mean()
+    u = x - xm  # centred for conditioning
+    V = np.stack([u * u, u, np.ones_like(u)], 1)  # (n, 3)
+    M = np.einsum("bn,ni,nj->bij", w, V, V)
+    r = np.einsum("bn,ni,n->bi", w, V, y)
+    distinct = np.array([len(np.unique(x[row > 0])) for row in w]) >= MIN_SIZES
+    M[~distinct] = np.eye(3)  # keep solve() well-posed; these rows are discarded
+    coef = np.linalg.solve(M, r[..., None])[..., 0]
+    c2, c1 = coef[:, 0], coef[:, 1]
+    ok = distinct & (c2 > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = xm - c1 / (2 * np.where(ok, c2, 1.0))
+    return np.where(ok, v, np.nan), ok
+
+
+def bootstrap_approach2(budgets, params, tokens, losses, counts: np.ndarray):
+    """(a, a0, b, b0, ok) arrays, one entry per row of counts (B, n): the runs' bootstrap weights,
+    from analysis.stats.run_counts (resample runs) or counts_within_groups (within budgets).
+
+    A resample keeps the budgets that still have ≥ 3 distinct sizes and a minimum in both log N
+    and log D, and is ok when at least 2 remain."""
+    budgets, params, tokens, losses = _check_inputs(budgets, params, tokens, losses)
+    counts = np.asarray(counts, dtype=float)
+    labels = group_budgets(budgets)
+    G = labels.max() + 1
+    B = len(counts)
+    log_c = np.empty(G)
+    xn, xd = np.full((B, G), np.nan), np.full((B, G), np.nan)
+    valid = np.zeros((B, G), dtype=bool)
+    for g in range(G):
+        sel = labels == g
+        log_c[g] = np.log10(np.mean(budgets[sel]))
+        w = counts[:, sel]
+        vn, okn = _vertices(np.log10(params[sel]), losses[sel], w)
+        vd, okd = _vertices(np.log10(tokens[sel]), losses[sel], w)
+        xn[:, g], xd[:, g], valid[:, g] = vn, vd, okn & okd
+    xc = np.broadcast_to(log_c, (B, G))
+    a, a0, ok_a = line_rows(xc, np.where(valid, xn, 0.0), valid)
+    b, b0, ok_b = line_rows(xc, np.where(valid, xd, 0.0), valid)
+    return a, a0, b, b0, ok_a & ok_b

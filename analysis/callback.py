@@ -1,6 +1,7 @@
-"""Hydra callback: fit Approach 2 when a multirun sweep ends.
+"""Hydra callback: fit the scaling laws when a multirun sweep ends.
 
-Configure with `hydra.callbacks.analysis._target_: analysis.callback.AnalyzeOnMultirunEnd`.
+Configure with `hydra.callbacks.analysis._target_: analysis.callback.AnalyzeOnMultirunEnd`
+(optional keys: bootstrap, project, params, as for `python -m analysis`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from analysis.results import NoResultsError
-from analysis.run import FIT_FILE, analyze, format_summary
+from analysis.run import DEFAULT_BOOTSTRAP, DEFAULT_PROJECTIONS, FIT_FILE, analyze, format_summary
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,13 @@ class AnalyzeOnMultirunEnd(Callback):
     """Runs analyze(hydra.sweep.dir) after all jobs.  Never raises: the runs' results are
     already on disk, and the analysis can be redone with `python -m analysis <sweep dir>`."""
 
+    def __init__(self, bootstrap: int = DEFAULT_BOOTSTRAP, project=DEFAULT_PROJECTIONS, params: str = "total"):
+        self.kwargs = {"n_boot": int(bootstrap), "project": [float(c) for c in project], "params": str(params)}
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = str(config.hydra.sweep.dir)
         try:
-            result = analyze(sweep_dir)
+            sweep_dir = str(config.hydra.sweep.dir)
+            result = analyze(sweep_dir, **self.kwargs)
         except NoResultsError as e:  # e.g. a dry run: nothing was trained
             log.info("analysis: nothing to fit (%s)", e)
             return
@@ -33,6 +37,6 @@ class AnalyzeOnMultirunEnd(Callback):
             return
         except Exception:
             # A bug in the analysis must not turn a finished sweep into a failed command.
-            log.exception("analysis: crashed; rerun with `python -m analysis %s`", sweep_dir)
+            log.exception("analysis: crashed; rerun with `python -m analysis <sweep dir>`")
             return
         log.info("analysis: wrote %s/%s\n%s", sweep_dir, FIT_FILE, format_summary(result))

@@ -1,41 +1,129 @@
-"""The isoFLOP figure, laid out like Chinchilla's Figure 3 (Hoffmann et al. 2022).
+"""The figures, laid out after Chinchilla's (Hoffmann et al. 2022).
 
-Left: final loss against parameters, one colour per budget, with each budget's parabola and its
-minimum.  Middle and right: the minima (N_opt, D_opt) against FLOPs with the fitted power laws.
+isoflop_figure: after the C4/GitHub isoFLOP figure (App. C, Figure A5; Figure 3 for one dataset):
+  one row per dataset: loss against parameters per budget with each parabola and its minimum;
+  N_opt and D_opt against FLOPs with the fitted power laws, projected to the target budgets.
+envelope_figure: after Figure 2 (Approach 1): every run's smoothed training curve coloured by its
+  size with the envelope drawn; the envelope's N and D against FLOPs, with the power-law projection
+  labelled "67B" / "1.5T"-style at each target.
+
+All axes are logarithmic.  The figure functions return the matplotlib Figure (tests inspect its
+axes and artists: gids "parabola", "minimum", "optima", "fit", "projection", "curve", "envelope");
+figure_png renders one to PNG bytes and closes it.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+import io
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; must precede the pyplot import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter  # noqa: E402
 
-from analysis.approach2 import group_budgets, predict  # noqa: E402
-from analysis.results import split_usable  # noqa: E402
+from analysis import approach1, approach2  # noqa: E402
 
 X_PAD = 0.15  # draw each parabola this many decades of N past its outermost runs
-C_PAD = 0.5  # extend the power-law lines this many decades of C past the budgets
+C_PAD = 0.3  # extend the power-law lines this many decades of C past the data / projections
 
 
-def _budget_label(c: float) -> str:
-    return f"{c:.3g} FLOPs"  # 6e+18 FLOPs, 1.5e+19 FLOPs
+def human(v: float) -> str:
+    """67e9 → '67B', 1.5e12 → '1.5T', 4e8 → '400M' (Chinchilla's labels)."""
+    if abs(v) >= 1e15:
+        return f"{v:.2g}"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
 
 
-def plot_isoflop(rows: list[dict], fit: dict, path) -> Path:
-    """Write the three-panel isoFLOP figure for `rows` (from load_results) and `fit`
-    (from fit_approach2) to the PNG `path`, atomically; returns the path."""
-    path = Path(path)
-    usable, _ = split_usable(rows)
-    budgets = np.array([r["budget"] for r in usable])
-    labels = group_budgets(budgets)
+def _loss_axis(ax):
+    """Log-scaled loss axis with plain tick labels (2.5, 3, 4 rather than 10^0.4)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _decades(ax):
+    """Major ticks only, at most ~8 per axis: wide log axes (data to projection) are otherwise
+    slow to draw and unreadable."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, numticks=8))
+        axis.set_minor_locator(NullLocator())
+
+
+def _layout(fig, rows: int):
+    """Fixed margins (tight_layout measures every tick label twice: most of a figure's cost)."""
+    fig.subplots_adjust(left=0.05, right=0.985, wspace=0.28, hspace=0.38,
+                        top=1 - 0.35 / (4.8 * rows), bottom=0.55 / (4.8 * rows))
+
+
+def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, projections, title: str,
+                      size: float = 14):
+    """N_opt or D_opt against C: the points, the power law, and each projection labelled."""
+    exp = fit["a"] if which == "N" else fit["b"]
+    c_all = list(c_pts) + [p["flops"] for p in projections]
+    lo, hi = np.log10(min(c_all)) - C_PAD, np.log10(max(c_all)) + C_PAD
+    c_line = np.logspace(lo, hi, 100)
+    line = predict(fit, c_line)[0 if which == "N" else 1]
+    sym = "N_{opt}" if which == "N" else "D_{opt}"
+    ax.plot(c_line, line, color="black", lw=1, ls="--", gid="fit", label=rf"${sym} \propto C^{{{exp:.3f}}}$")
+    ax.scatter(c_pts, y_pts, s=size, c=colours, edgecolors="black" if size > 20 else "none", zorder=3,
+               gid="optima")
+    for i, p in enumerate(sorted(projections, key=lambda q: q["flops"])):
+        v = p[which]
+        ax.axvline(p["flops"], color="grey", lw=0.8, ls=":")
+        ci = p.get(f"{which}_ci")
+        if ci:
+            ax.errorbar([p["flops"]], [v], yerr=[[v - ci[0]], [ci[1] - v]], fmt="none", ecolor="crimson",
+                        capsize=3, lw=1)
+        ax.scatter([p["flops"]], [v], marker="*", s=120, color="crimson", zorder=4, gid="projection")
+        # alternate sides so that labels of nearby budgets do not overprint each other
+        ax.annotate(human(v), (p["flops"], v), textcoords="offset points", xytext=(-8, 8) if i % 2 == 0 else (8, -14),
+                    ha="right" if i % 2 == 0 else "left", color="crimson", fontsize=10, fontweight="bold")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _decades(ax)
+    ax.set_xlabel("FLOPs")
+    ax.set_ylabel("Parameters" if which == "N" else "Tokens")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Approach 2
+
+
+def isoflop_panel(fit: dict, plot: dict) -> dict:
+    """What one isoFLOP row needs, from a dataset's fit (fit.json part) and the fitter's plot data."""
+    usable = plot["usable"]
+    return {"name": fit["dataset"], "budgets": np.array([r["budget"] for r in usable], dtype=float),
+            "params": np.array(plot["N"], dtype=float), "losses": np.array([r["loss"] for r in usable]),
+            "fit": fit["approach2"], "skipped": fit.get("approaches_skipped", {}).get("approach2"),
+            "projections": [{"flops": p["flops"], **p["approach2"]} for p in fit["projections"] if p["approach2"]]}
+
+
+def isoflop_figure(panels: list[dict]):
+    """One row of three panels per dataset (see isoflop_panel for a row's fields)."""
+    fig, axes = plt.subplots(len(panels), 3, figsize=(16, 4.8 * len(panels)), squeeze=False)
+    for row, panel in zip(axes, panels):
+        _isoflop_row(row, panel, show_name=len(panels) > 1)
+    _layout(fig, len(panels))
+    return fig
+
+
+def _isoflop_row(axes, panel, show_name: bool):
+    ax_l, ax_n, ax_d = axes
+    fit = panel["fit"]
+    budgets, params, losses = panel["budgets"], panel["params"], panel["losses"]
+    labels = approach2.group_budgets(budgets)
     n_groups = int(labels.max()) + 1
-    # One colour per budget, by its rank: budgets are roughly log-spaced, so rank ≈ log C.
     cmap = plt.get_cmap("viridis")
     colours = [cmap(0.9 * i / max(n_groups - 1, 1)) for i in range(n_groups)]
     group_budget = [float(np.mean(budgets[labels == g])) for g in range(n_groups)]
@@ -43,60 +131,104 @@ def plot_isoflop(rows: list[dict], fit: dict, path) -> Path:
     def colour_of(c):
         return colours[int(np.argmin([abs(np.log10(c / gb)) for gb in group_budget]))]
 
-    fig, (ax_l, ax_n, ax_d) = plt.subplots(1, 3, figsize=(15, 4.6))
-
-    # Panel 1: isoFLOP profiles.
-    params = np.array([r["params"] for r in usable])
-    losses = np.array([r["loss"] for r in usable])
-    fitted = fit["budgets"]
+    fitted = fit["budgets"] if fit else []
     for g in range(n_groups):
         sel = labels == g
-        label = _budget_label(group_budget[g])
+        label = f"{group_budget[g]:.3g} FLOPs"
         if not any(abs(np.log10(group_budget[g] / c)) < 1e-6 for c in fitted):
             label += " (dropped)"
-        ax_l.scatter(params[sel], losses[sel], s=18, color=colours[g], label=label)
-    for p, c in zip(fit["parabolas"], fit["budgets"]):
+        ax_l.scatter(params[sel], losses[sel], s=18, color=colours[g], label=label, gid="runs")
+    for p, c in zip(fit["parabolas"] if fit else [], fitted):
         x_opt = -p["coeffs"][1] / (2 * p["coeffs"][0])
         lo, hi = min(p["x_range"][0], x_opt), max(p["x_range"][1], x_opt)  # reach an off-grid minimum
         x = np.linspace(lo - X_PAD, hi + X_PAD, 200)
-        ax_l.plot(10**x, np.polyval(p["coeffs"], x), color=colour_of(c), lw=1.2)
-    for c, n_opt, l_opt in zip(fit["budgets"], fit["N_opt"], fit["L_opt"]):
-        ax_l.scatter([n_opt], [l_opt], s=60, marker="o", color=colour_of(c), edgecolors="black", zorder=3)
+        ax_l.plot(10**x, np.polyval(p["coeffs"], x), color=colour_of(c), lw=1.2, gid="parabola")
+    for c, n_opt, l_opt, p in zip(fitted, *((fit["N_opt"], fit["L_opt"], fit["parabolas"]) if fit else ([],) * 3)):
+        ax_l.scatter([n_opt], [l_opt], s=70, marker="o" if p["inside_grid"] else "X", color=colour_of(c),
+                     edgecolors="black", zorder=3, gid="minimum")
     ax_l.set_xscale("log")
+    ax_l.xaxis.set_minor_locator(NullLocator())
+    _loss_axis(ax_l)
     ax_l.set_xlabel("Parameters")
     ax_l.set_ylabel("Loss")
-    ax_l.set_title("IsoFLOP profiles")
+    ax_l.set_title(f"{panel['name']}: isoFLOP profiles" if show_name else "IsoFLOP profiles")
     ax_l.legend(fontsize=7, loc="best")
 
-    # Panels 2 and 3: minima and power laws.
-    c_opt = np.array(fit["budgets"])
-    c_line = np.logspace(np.log10(c_opt.min()) - C_PAD, np.log10(c_opt.max()) + C_PAD, 50)
-    n_line, d_line = predict(fit, c_line)
-    for ax, ys, line, sym, exp, ylabel in (
-        (ax_n, fit["N_opt"], n_line, "N_{opt}", fit["a"], "Parameters"),
-        (ax_d, fit["D_opt"], d_line, "D_{opt}", fit["b"], "Tokens"),
-    ):
-        ax.plot(c_line, line, color="black", lw=1, ls="--", label=rf"${sym} \propto C^{{{exp:.2f}}}$")
-        ax.scatter(c_opt, ys, s=40, c=[colour_of(c) for c in c_opt], edgecolors="black", zorder=3)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("FLOPs")
-        ax.set_ylabel(ylabel)
-        ax.set_title(ylabel)
-        ax.legend(loc="upper left")
-        ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
+    if not fit:  # the runs only, and why there is no fit
+        why = textwrap.fill(f"Approach 2 skipped: {panel.get('skipped') or 'no fit'}", 45)
+        for ax, title in ((ax_n, "Approach 2: parameters"), (ax_d, "Approach 2: tokens")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=9, wrap=True)
+            ax.tick_params(which="both", labelbottom=False, labelleft=False, length=0)
+            ax.set_title(title)
+            ax.set_xlabel("FLOPs")
+        return
+    cols = [colour_of(c) for c in fitted]
+    _projection_panel(ax_n, fitted, fit["N_opt"], cols, fit, approach2.predict, "N", panel["projections"],
+                      "Approach 2: parameters", size=45)
+    _projection_panel(ax_d, fitted, fit["D_opt"], cols, fit, approach2.predict, "D", panel["projections"],
+                      "Approach 2: tokens", size=45)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+# ---------------------------------------------------------------------------------------------
+# Approach 1
+
+
+def envelope_panel(fit: dict, plot: dict) -> dict:
+    return {"name": fit["dataset"], "envelope": plot["envelope"], "fit": fit["approach1"],
+            "projections": [{"flops": p["flops"], **p["approach1"]} for p in fit["projections"] if p["approach1"]]}
+
+
+def envelope_figure(panels: list[dict]):
+    """One row of three panels per dataset (see envelope_panel for a row's fields)."""
+    fig, axes = plt.subplots(len(panels), 3, figsize=(16, 4.8 * len(panels)), squeeze=False)
+    for row, panel in zip(axes, panels):
+        _envelope_row(fig, row, panel, show_name=len(panels) > 1)
+    _layout(fig, len(panels))
+    return fig
+
+
+def _envelope_row(fig, axes, panel, show_name: bool):
+    ax_c, ax_n, ax_d = axes
+    env, fit = panel["envelope"], panel["fit"]
+    norm = LogNorm(vmin=env.params.min(), vmax=max(env.params.max(), env.params.min() * 1.01))
+    cmap = plt.get_cmap("viridis")
+    for lx, sm, n in zip(env.curve_log_c, env.smoothed, env.params):
+        ax_c.plot(10**lx, sm, color=cmap(norm(n)), lw=0.8, alpha=0.8, gid="curve")
+    win = env.winners(np.ones((1, len(env.params)), dtype=bool))[0]
+    on = win >= 0
+    g = np.flatnonzero(on)
+    c_env = 10 ** env.log_c[g]
+    ax_c.scatter(c_env, env.loss[win[g], g], s=4, color="black", zorder=3, gid="envelope",
+                 label=f"envelope (each run's last {fit['tail_frac']:.0%})")
+    ax_c.set_xscale("log")
+    _decades(ax_c)
+    _loss_axis(ax_c)
+    ax_c.set_xlabel("FLOPs")
+    ax_c.set_ylabel("Training loss (smoothed)")
+    ax_c.set_title(f"{panel['name']}: training curves" if show_name else "Training curves")
+    ax_c.legend(loc="upper right", fontsize=8)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax_c, label="Parameters")
+
+    n_env = env.params[win[g]]
+    d_env = 10 ** env.log_d[win[g], g]
+    cols = [cmap(norm(n)) for n in n_env]
+    _projection_panel(ax_n, c_env, n_env, cols, fit, approach1.predict, "N", panel["projections"],
+                      "Approach 1: parameters")
+    _projection_panel(ax_d, c_env, d_env, cols, fit, approach1.predict, "D", panel["projections"],
+                      "Approach 1: tokens")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """PNG bytes of fig; closes it."""
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-    return path
+    return buf.getvalue()

@@ -1,0 +1,146 @@
+"""Approach 3 (the parametric fit): objective, gradient, closed form, optimiser, recovery."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+from scipy.special import huber, logsumexp
+
+from analysis.approach3 import (DELTA, _polish, _Problem, approach3_skip_reason, fit_approach3, init_grid,
+                                objective, optimal_allocation, params_from_theta, predict_loss, refit_batch)
+from analysis.stats import run_counts
+
+# Chinchilla's fit (Hoffmann et al. 2022, Sec. 3.3)
+TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+THETA = [math.log(TRUE["A"]), math.log(TRUE["B"]), math.log(TRUE["E"]), TRUE["alpha"], TRUE["beta"]]
+
+
+def design(n_budgets=5, sizes=8, half_width=1.0, budgets=None):
+    """An isoFLOP design: sizes log-spaced ±half_width decades around the true N_opt, D = C/(6N)."""
+    truth = params_from_theta(THETA)
+    budgets = np.logspace(18, 22, n_budgets) if budgets is None else budgets
+    N, C = [], []
+    for c in budgets:
+        n0 = optimal_allocation(truth, c)[0]
+        for x in np.linspace(-half_width, half_width, sizes):
+            N.append(n0 * 10**x), C.append(c)
+    N, C = np.array(N), np.array(C)
+    return N, C / (6 * N)
+
+
+def test_init_grid_is_chinchillas():
+    g = init_grid()
+    assert g.shape == (6 * 6 * 5 * 5 * 5, 5)  # a, b ∈ {0,5,…,25}; e ∈ {−1,…,1}; α, β ∈ {0,…,2}
+    assert sorted(set(g[:, 0])) == [0, 5, 10, 15, 20, 25] and sorted(set(g[:, 2])) == [-1, -0.5, 0, 0.5, 1]
+    assert sorted(set(g[:, 3])) == sorted(set(g[:, 4])) == [0, 0.5, 1, 1.5, 2]
+
+
+def test_objective_is_chinchillas_huber_on_lse():
+    # Independent implementation with scipy's huber and logsumexp, summed over runs.
+    rng = np.random.default_rng(0)
+    N, D = design()
+    L = predict_loss(TRUE, N, D) * np.exp(0.02 * rng.standard_normal(len(N)))
+    theta = np.array([6.1, 6.2, 0.4, 0.36, 0.3])
+    a, b, e, al, be = theta
+    r = logsumexp(np.stack([a - al * np.log(N), b - be * np.log(D), np.full(len(N), e)]), axis=0) - np.log(L)
+    f, g = objective(theta, N, D, L)
+    assert f == pytest.approx(huber(DELTA, r).sum(), rel=1e-12)
+    w = rng.integers(0, 3, len(N))
+    assert objective(theta, N, D, L, weights=w)[0] == pytest.approx((w * huber(DELTA, r)).sum(), rel=1e-12)
+    # the analytic gradient against central differences
+    eps = 1e-6
+    num = [(objective(theta + eps * np.eye(5)[j], N, D, L)[0] - objective(theta - eps * np.eye(5)[j], N, D, L)[0])
+           / (2 * eps) for j in range(5)]
+    np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-10)
+
+
+def test_closed_form_is_the_constrained_minimum():
+    # N_opt = G (C/6)^(β/(α+β)) minimises L(N, C/(6N)) (App. D.2): check by direct 1-D minimisation.
+    fit = params_from_theta(THETA)
+    assert fit["a"] == pytest.approx(0.28 / 0.62) and fit["b"] == pytest.approx(0.34 / 0.62)
+    for C in (1e19, 5.76e23, 1e26):
+        n_opt, d_opt = optimal_allocation(fit, C)
+        res = minimize_scalar(lambda x: predict_loss(fit, 10**x, C / (6 * 10**x)), bounds=(5, 15), method="bounded",
+                              options={"xatol": 1e-10})
+        assert n_opt == pytest.approx(10**res.x, rel=1e-6)
+        assert 6 * n_opt * d_opt == pytest.approx(C, rel=1e-12)
+    # Chinchilla's own fit gives a = 0.46 at their budgets (Table 2, Approach 3)
+    assert round(fit["a"], 2) == 0.45 and round(0.28 / (0.34 + 0.28), 3) == 0.452
+    n, c = optimal_allocation(fit, np.array([1e20, 1e21]))
+    assert n.shape == (2,)
+
+
+def test_noise_free_surface_recovered_exactly():
+    N, D = design(n_budgets=4, sizes=6)
+    fit = fit_approach3(N, D, predict_loss(TRUE, N, D))
+    for k, v in TRUE.items():
+        assert fit[k] == pytest.approx(v, rel=1e-5), k
+    assert fit["objective"] < 1e-12
+
+
+def test_noisy_surface_exponents_recovered():
+    # 240 runs, 1% multiplicative noise: the exponents come back to within a few hundredths.
+    N, D = design(n_budgets=6, sizes=40)
+    L = predict_loss(TRUE, N, D) * np.exp(0.01 * np.random.default_rng(7).standard_normal(len(N)))
+    fit = fit_approach3(N, D, L)
+    assert fit["alpha"] == pytest.approx(0.34, abs=0.03) and fit["beta"] == pytest.approx(0.28, abs=0.03)
+    assert fit["a"] == pytest.approx(0.28 / 0.62, abs=0.01)
+    assert fit["E"] == pytest.approx(1.69, abs=0.05)
+
+
+def test_batched_optimiser_matches_scipy_lbfgsb():
+    # The batched BFGS used for the bootstrap reaches the same minimum as scipy's L-BFGS-B (the
+    # optimiser Chinchilla and Epoch used) on resampled data, from the same warm start.
+    N, D = design()
+    rng = np.random.default_rng(1)
+    L = predict_loss(TRUE, N, D) * np.exp(0.02 * rng.standard_normal(len(N)))
+    fit = fit_approach3(N, D, L)
+    W = run_counts(rng, len(N), 12)
+    theta = refit_batch(N, D, L, W, [fit["theta"]])
+    for w, th in zip(W, theta):
+        prob = _Problem(np.log(N), np.log(D), np.log(L), w[None, :])
+        ref, f_ref = _polish(prob, np.array(fit["theta"]))
+        f_ours = prob.fg(th[None, :], np.zeros(1, dtype=int))[0][0]
+        assert f_ours <= f_ref * (1 + 1e-5)
+
+
+def test_successive_halving_finds_the_full_grid_optimum():
+    # The default schedule (screen all 4,500 starts, then halve) against optimising every grid
+    # point fully: the same minimum.
+    N, D = design(n_budgets=4, sizes=6)
+    L = predict_loss(TRUE, N, D) * np.exp(0.02 * np.random.default_rng(2).standard_normal(len(N)))
+    fast = fit_approach3(N, D, L)
+    full = fit_approach3(N, D, L, halving=())
+    assert fast["objective"] <= full["objective"] * (1 + 1e-6)
+    for k in ("E", "alpha", "beta"):
+        assert fast[k] == pytest.approx(full[k], rel=1e-3)
+
+
+def test_bootstrap_refits_are_independent_problems():
+    # A resample whose weights are all ones is the original problem: its refit is the point estimate.
+    N, D = design()
+    L = predict_loss(TRUE, N, D) * np.exp(0.02 * np.random.default_rng(3).standard_normal(len(N)))
+    fit = fit_approach3(N, D, L)
+    W = np.vstack([np.ones(len(N)), run_counts(np.random.default_rng(4), len(N), 3)])
+    theta = refit_batch(N, D, L, W, [fit["theta"], fit["minima"][-1]["theta"]])
+    assert objective(theta[0], N, D, L)[0] == pytest.approx(fit["objective"], rel=1e-6)
+    assert not np.allclose(theta[1], theta[2])
+
+
+def test_unidentifiable_designs_are_refused():
+    N, D = design(n_budgets=1, sizes=8)  # one budget: ln D = ln(C/6) − ln N
+    assert "collinear" in approach3_skip_reason(N, D)
+    with pytest.raises(ValueError, match="collinear"):
+        fit_approach3(N, D, predict_loss(TRUE, N, D))
+    N, D = design(n_budgets=2, sizes=2)
+    assert "only 4 runs" in approach3_skip_reason(N, D)
+    with pytest.raises(ValueError, match="must be finite and positive"):
+        fit_approach3([1e8] * 6, [1e9] * 6, [3.0, 2.0, np.nan, 2.0, 2.0, 2.0])
+
+
+def test_params_without_optimum_give_nan_allocation():
+    p = params_from_theta([5.0, 5.0, 0.5, 0.0, 0.3])  # α = 0: loss does not fall with N
+    assert math.isnan(p["a"]) and math.isnan(p["G"])
