@@ -26,7 +26,7 @@ def fault_point(name: str) -> None:
     if not spec:
         return
     for item in spec.split(","):
-        point, _, nth = item.partition(":")
+        point, _, nth = item.rpartition(":")
         if point == name:
             _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
             if _FAULT_COUNTS[name] == int(nth or 1):
@@ -93,22 +93,36 @@ class RunLocked(RuntimeError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the run trains.
+def run_lock(run_dir: Path, lock_name: str = ".lock", wait: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<run_dir>/<lock_name>`` for as long as the run trains.
+
+    Without ``wait`` a held lock raises RunLocked at once; with it, the call blocks until the lock is free.
 
     The kernel drops the lock when the holder dies, even by SIGKILL, so it never goes stale.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise RunLocked(f"{run_dir} is being trained by another process") from None
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files (``.<name>.<random>.tmp``) that a killed writer left in ``directory``.
+
+    Call it only while holding the lock that excludes other writers of that directory.
+    """
+    removed = []
+    for p in list(Path(directory).glob(".*.tmp")) + list(Path(directory).glob("checkpoints/.*.tmp")):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def is_locked(run_dir: Path) -> bool:

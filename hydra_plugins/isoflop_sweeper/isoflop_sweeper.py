@@ -67,11 +67,10 @@ class IsoFLOPSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         # imported here so that Hydra's plugin discovery stays cheap
-        from sweep.plan import format_plan
         from sweep.config import check_known_keys
-        from sweep.plan import RunSpec
+        from sweep.plan import RunSpec, format_plan
         from sweep.runner import make_plan, refine_centres
-        from sweep.store import fault_point, finished, write_json_atomic
+        from sweep.store import fault_point, finished, remove_stale_temps, run_lock as sweep_lock
 
         cfg = self.config
         try:
@@ -102,6 +101,20 @@ class IsoFLOPSweeper(Sweeper):
         if not specs:
             raise HydraException("the plan has no feasible runs (see the reasons above); change sweep.budgets or the recipe")
 
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with sweep_lock(sweep_dir, ".sweep.lock", wait=True):  # concurrent launches take turns writing the sweep's files
+            remove_stale_temps(sweep_dir)
+            self._write_sweep_files(cfg, sweep_dir, specs, dropped, data_path)
+        fault_point("planned")  # chaos tests: a kill between planning and launching
+        todo = [s for s in specs if not finished(sweep_dir / s.run_id, s.to_dict(), cfg.sweep.retry_failed)]
+        if len(todo) < len(specs):
+            log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
+        return self._launch(arguments, todo, sweep_dir)
+
+    @staticmethod
+    def _write_sweep_files(cfg, sweep_dir, specs, dropped, data_path) -> None:
+        from sweep.store import write_json_atomic
+
         identity = sweep_identity(cfg)
         ident_path = sweep_dir / "sweep.json"
         if ident_path.exists() and not cfg.sweep.allow_config_change:
@@ -111,7 +124,6 @@ class IsoFLOPSweeper(Sweeper):
                 raise HydraException(
                     f"{sweep_dir} holds a sweep with a different config ({', '.join(changed)} changed); "
                     "use a new sweep.name, or pass sweep.allow_config_change=true to extend this one")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(ident_path, {"config": identity})
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         write_json_atomic(sweep_dir / "plan.json", {
@@ -119,11 +131,8 @@ class IsoFLOPSweeper(Sweeper):
             "dropped": [d.__dict__ for d in dropped],
             "data": str(data_path),
         })
-        fault_point("planned")  # chaos tests: a kill between planning and launching
-        todo = [s for s in specs if not finished(sweep_dir / s.run_id, s.to_dict(), cfg.sweep.retry_failed)]
-        if len(todo) < len(specs):
-            log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
 
+    def _launch(self, arguments, todo, sweep_dir):
         jobs = [list(arguments) + [f"run_id='{s.run_id}'"] for s in todo]
         step = self.max_batch_size or max(1, len(jobs))
         returns, failed = [], []

@@ -1,0 +1,63 @@
+"""Chaos: SIGKILL a CPU sweep at many moments (planning, training, checkpoint and result writes, analysis),
+relaunch it each time, and check that nothing is lost, torn or retrained from scratch."""
+import json
+import os
+
+import pytest
+
+from test_launchers import finish, launch, results, sweep_args
+
+# Each entry is one launch that is killed at that moment; the sweep is relaunched after every kill.
+KILLS = [
+    {"SCALING_SWEEP_KILL_AT": "write:sweep.json:1"},  # the sweep's identity file, before its rename
+    {"SCALING_SWEEP_KILL_AT": "write:plan.json:1"},  # the plan, before its rename
+    {"SCALING_SWEEP_KILL_AT": "planned:1"},  # planned, nothing launched yet
+    {"SCALING_SWEEP_FAULT": "SIGKILL@7"},  # inside training, after a step
+    {"SCALING_SWEEP_KILL_AT": "write:checkpoint:4"},  # between writing a checkpoint and renaming it
+    {"SCALING_SWEEP_KILL_AT": "write:weights.pt:1"},  # the final weights, before their rename
+    {"SCALING_SWEEP_KILL_AT": "write:result.json:1"},  # the result, before its rename
+    {"SCALING_SWEEP_FAULT": "SIGKILL@33"},
+    {"SCALING_SWEEP_KILL_AT": "write:checkpoint:25"},
+    {"SCALING_SWEEP_KILL_AT": "write:result.json:2"},
+    {"SCALING_SWEEP_FAULT": "SIGKILL@61"},
+    {"SCALING_SWEEP_KILL_AT": "write:fit.json:1"},  # the analysis callback, before fit.json's rename
+]
+
+
+@pytest.mark.slow
+def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
+    grid = ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]"]
+    finish(launch(sweep_args(tmp_path, corpus_dir, "ref", *grid)))
+    reference = results(tmp_path / "ref")
+    assert len(reference) >= 8
+
+    args = sweep_args(tmp_path, corpus_dir, "chaos", *grid, "trainer.checkpoint_every_s=1e-9")
+    killed = 0
+    for env in KILLS:
+        proc = launch(args, env=env)
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode == -9:
+            killed += 1
+        else:
+            assert proc.returncode == 0, out[-3000:]
+    assert killed >= 10, f"only {killed} launches were killed"
+    finish(launch(args))  # the last, undisturbed relaunch
+    sweep_dir = tmp_path / "chaos"
+
+    res = results(sweep_dir)
+    assert res.keys() == reference.keys()
+    for rid, r in res.items():
+        assert r["status"] == "done"
+        assert abs(r["final_val_loss"] - reference[rid]["final_val_loss"]) <= 1e-6, rid
+        run = sweep_dir / rid
+        steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)), f"{rid}: metrics has repeated or torn lines"
+        starts = [json.loads(l)["start_step"] for l in (run / "attempts.jsonl").read_text().splitlines()]
+        assert starts == sorted(starts), f"{rid} was retrained from scratch after a checkpoint: {starts}"
+        assert not list(run.glob("checkpoints/*.pt"))  # cleaned up once done
+    for p in sweep_dir.rglob("*"):  # nothing partial or corrupt anywhere
+        assert not p.name.endswith(".tmp") and ".tmp-" not in p.name, p
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+    fit = json.loads((sweep_dir / "fit.json").read_text()) if (sweep_dir / "fit.json").exists() else None
+    assert fit is None or "approach2" in fit or "approach3" in fit or "datasets" in fit
