@@ -26,6 +26,8 @@ class AnalyzeOnMultirunEnd(Callback):
         self.kwargs = {"n_boot": int(bootstrap), "project": [float(c) for c in project], "params": str(params)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("sweep") is not None and config.sweep.get("dry_run"):
+            return  # a dry run only prints the plan
         try:
             sweep_dir = str(config.hydra.sweep.dir)
             result = analyze(sweep_dir, **self.kwargs)

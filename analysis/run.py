@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import approach1, approach2, approach3
+from sweep.store import fault_point
 from analysis.compare import agreement, approach2_bias
 from analysis.results import Dataset, load_dataset, parse_input
 from analysis.stats import CI_LEVEL, counts_within_groups, dirichlet_weights, percentile_ci, run_counts
@@ -51,6 +52,7 @@ def write_bytes_atomic(data: bytes, path) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        fault_point(f"write:{path.name}")  # chaos tests only (SCALING_SWEEP_KILL_AT)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
