@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from models.ladder import LadderConfig
 from sweep.data import DataConfig, TokenData, data_dir, prepare, read_manifest
 from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, plan_grid
-from sweep.store import RunLocked, finished, read_result, run_lock
+from sweep.store import RunLocked, finished, read_result, remove_stale_temps, run_lock
 from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
 
@@ -71,6 +71,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
         trainer.device_index = HydraConfig.get().job.num % torch.cuda.device_count()
     try:
         with run_lock(out_dir):
+            remove_stale_temps(out_dir)  # debris of a writer killed mid-write; we are the only writer now
             # another launch may have finished this run while we were queued
             if finished(out_dir, spec.to_dict(), retry_failed=cfg.sweep.retry_failed):
                 log.info("%s: already finished, not training it again", spec.run_id)
