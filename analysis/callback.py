@@ -7,6 +7,7 @@ Configure with `hydra.callbacks.analysis._target_: analysis.callback.AnalyzeOnMu
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -42,3 +43,11 @@ class AnalyzeOnMultirunEnd(Callback):
             log.exception("analysis: crashed; rerun with `python -m analysis <sweep dir>`")
             return
         log.info("analysis: wrote %s/%s\n%s", sweep_dir, FIT_FILE, format_summary(result))
+        if config.get("wandb") is not None and config.wandb.get("enabled"):
+            try:
+                from analysis.wandb_report import log_analysis_run
+                from sweep.runner import section
+
+                log_analysis_run(result, Path(sweep_dir), section(config, "wandb"), str(config.sweep.name))
+            except Exception:  # noqa: BLE001 - the fit is on disk; wandb trouble must not fail the sweep
+                log.exception("analysis: logging the fit to wandb failed")

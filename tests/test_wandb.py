@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from test_launchers import sweep_args
-from wandb_records import history_and_summary
+from wandb_records import history_and_summary, job_type
 
 SECRET = "wandb-secret-0123456789abcdef"
 
@@ -34,6 +36,18 @@ def test_offline_wandb_runs_hold_history_and_no_secrets(tmp_path, corpus_dir):
         assert [h["loss"] for h in logged] == [m["loss"] for m in metrics]
         result = json.loads((sweep_dir / rid / "result.json").read_text())
         assert summ["final_val_loss"] == result["final_val_loss"] and summ["status"] == "done"
+    # the analysis run holds the fit table and the figures
+    (analysis,) = [f for f in (sweep_dir / "wandb").glob("offline-run-*/run-*.wandb") if job_type(f) == "analysis"]
+    hist, summ, _ = history_and_summary(analysis)
+    (table_file,) = analysis.parent.glob("files/media/table/fit_table*.table.json")
+    table = json.loads(table_file.read_text())
+    fit = json.loads((sweep_dir / "fit.json").read_text())
+    assert table["columns"][:3] == ["quantity", "approach", "value"] and table["data"]
+    exponents = [row for row in table["data"] if row[0] in ("a", "b")]
+    assert exponents
+    for quantity, approach, value, *_ in exponents:
+        assert value == pytest.approx(fit[approach][quantity])
+    assert list(analysis.parent.glob("files/media/images/figures/*.png"))
     # no secret anywhere in the output tree (configs, logs, results, wandb files) or in what was printed
     assert SECRET not in proc.stdout + proc.stderr
     for p in sweep_dir.rglob("*"):

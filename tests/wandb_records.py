@@ -36,6 +36,13 @@ def records(path: Path):
             buf = b""
 
 
+def job_type(path: Path) -> str:
+    for r in records(path):
+        if r.WhichOneof("record_type") == "run":
+            return r.run.job_type
+    return ""
+
+
 def history_and_summary(path: Path):
     history, summary, config = [], {}, {}
     for r in records(path):
