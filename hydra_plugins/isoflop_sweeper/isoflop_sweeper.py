@@ -133,17 +133,26 @@ class IsoFLOPSweeper(Sweeper):
         })
 
     def _launch(self, arguments, todo, sweep_dir):
+        import time
+
         jobs = [list(arguments) + [f"run_id='{s.run_id}'"] for s in todo]
         step = self.max_batch_size or max(1, len(jobs))
-        returns, failed = [], []
+        returns, failed, trained_s = [], [], 0.0
+        t0 = time.perf_counter()
         for i in range(0, len(jobs), step):
             results = self.launcher.launch(jobs[i:i + step], initial_job_idx=i)
             for spec, r in zip(todo[i:i + step], results):
                 try:
-                    _ = r.return_value  # raises the job's exception if it failed
+                    ret = r.return_value  # raises the job's exception if it failed
+                    trained_s += float((ret or {}).get("wall_time_s") or 0.0)
                 except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
                     failed.append(f"{spec.run_id}: {type(e).__name__}: {e}")
             returns.append(results)
+        wall = time.perf_counter() - t0
+        if trained_s > 0:
+            # 1.0 = no overhead; packing several runs per GPU brings it below 1
+            log.info("sweep efficiency: %.0f s of wall time for %.0f s of run training time (ratio %.2f)",
+                     wall, trained_s, wall / trained_s)
         if failed:
             raise HydraException(
                 f"{len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "
