@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis import approach2
+
 from analysis.results import Curve
 from analysis.stats import line_rows
 
@@ -184,11 +186,5 @@ def bootstrap_approach1(env: Envelope, counts: np.ndarray, chunk_elems: int = 20
     return tuple(np.concatenate(parts) for parts in zip(*outs))
 
 
-def predict(fit: dict, C):
-    """(N_opt, D_opt) at compute C from the fitted power laws; floats for a scalar C."""
-    log_c = np.log10(np.asarray(C, dtype=float))
-    n_opt = 10.0 ** (fit["a"] * log_c + fit["a_intercept"])
-    d_opt = 10.0 ** (fit["b"] * log_c + fit["b_intercept"])
-    if np.ndim(n_opt) == 0:
-        return float(n_opt), float(d_opt)
-    return n_opt, d_opt
+# (N_opt, D_opt) at compute C: the same power-law form (a, a_intercept, b, b_intercept) as Approach 2
+predict = approach2.predict
