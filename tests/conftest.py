@@ -44,3 +44,109 @@ def prepared(tmp_path_factory, corpus_dir):
     cfg = DataConfig(path=str(corpus_dir), tokenizer="bpe:320", val_percent=10.0,
                      out=str(tmp_path_factory.mktemp("data") / "d"))
     return cfg, prepare(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny copies of the hub layouts, made here (tests never touch the network)
+
+TRICKY_DOCS = [
+    "A literal <|endoftext|> inside a document is text, not a boundary.\n",
+    "  naïve café — 東京 🚀\r\nWindows line ends\r\n\ttabs and trailing spaces   \n\n",
+]
+
+
+def prose_docs() -> list[str]:
+    """Real English prose: the docstrings of stdlib modules (sorted, >= 300 characters), plus tricky text."""
+    import ast
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for f in sorted(root.glob("*.py")):
+        try:
+            doc = ast.get_docstring(ast.parse(f.read_text(encoding="utf-8")), clean=False)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        if doc and len(doc) >= 300:
+            docs.append(doc)
+        if len(docs) >= 60:
+            break
+    return docs + TRICKY_DOCS
+
+
+def write_c4_layout(dest: Path) -> dict:
+    """allenai/c4 'en' in the hub's layout: json.gz lines with text/timestamp/url, README ``configs:``.
+    Returns the documents per split."""
+    import gzip
+    import json
+
+    docs = prose_docs()
+    split = {"train": [d for i, d in enumerate(docs) if i % 7 != 3], "validation": [d for i, d in enumerate(docs) if i % 7 == 3]}
+    (dest / "en").mkdir(parents=True)
+    files = {"train": ["c4-train.00000-of-00002.json.gz", "c4-train.00001-of-00002.json.gz"],
+             "validation": ["c4-validation.00000-of-00001.json.gz"]}
+    for s, names in files.items():
+        for k, name in enumerate(names):
+            with gzip.open(dest / "en" / name, "wt", encoding="utf-8") as f:
+                for i, text in enumerate(split[s][k::len(names)]):
+                    f.write(json.dumps({"text": text, "timestamp": f"2019-04-{10 + i % 20:02d}T00:00:00Z",
+                                        "url": f"https://example.org/{s}/{k}/{i}"}) + "\n")
+    (dest / "README.md").write_text(
+        "---\nconfigs:\n- config_name: en\n  data_files:\n  - split: train\n    path: en/c4-train.*.json.gz\n"
+        "  - split: validation\n    path: en/c4-validation.*.json.gz\n---\n# c4 (test copy)\n")
+    return split
+
+
+def code_rows() -> list[dict]:
+    """github-code rows: real Python (stdlib files) plus small Go and Rust files, several licenses."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    rows = []
+    licenses = ["mit", "apache-2.0", "gpl-3.0", "bsd-3-clause"]
+    for i, f in enumerate(sorted((root / "json").glob("*.py")) + sorted((root / "email").glob("_*.py"))[:6]):
+        code = f.read_text(encoding="utf-8")
+        rows.append({"code": code, "repo_name": f"py/repo{i % 3}", "path": f.relative_to(root).as_posix(),
+                     "language": "Python", "license": licenses[i % 4], "size": len(code.encode())})
+    for i in range(24):
+        go = f"package p{i}\n\n// Add{i} adds.\nfunc Add{i}(a, b int) int {{\n\treturn a + b + {i}\n}}\n"
+        rs = f"/// Adds.\npub fn add_{i}(a: u32, b: u32) -> u32 {{\n    a + b + {i}\n}}\n"
+        rows.append({"code": go, "repo_name": f"go/repo{i % 2}", "path": f"p{i}/add.go", "language": "GO",
+                     "license": licenses[(i + 1) % 4], "size": len(go)})
+        rows.append({"code": rs, "repo_name": "rust/repo", "path": f"src/add_{i}.rs", "language": "Rust",
+                     "license": licenses[i % 4], "size": len(rs)})
+    return rows
+
+
+def write_github_code_layout(dest: Path) -> list[dict]:
+    """codeparrot/github-code-clean's layout: data/train-0000K-of-00002.parquet with its six columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = code_rows()
+    (dest / "data").mkdir(parents=True)
+    schema = pa.schema([("code", pa.string()), ("repo_name", pa.string()), ("path", pa.string()),
+                        ("language", pa.string()), ("license", pa.string()), ("size", pa.int64())])
+    for k in range(2):
+        part = rows[k::2]
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), dest / "data" / f"train-{k:05d}-of-00002.parquet",
+                       row_group_size=16)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def c4_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("c4")
+    return d, write_c4_layout(d)
+
+
+@pytest.fixture(scope="session")
+def github_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("github-code")
+    return d, write_github_code_layout(d)
+
+
+@pytest.fixture
+def quick_parquet_shutdown(monkeypatch):
+    """datasets sleeps 5 s after streaming parquet through interleaved shards (a guard against an Arrow
+    thread-shutdown hang, apache/arrow#45214); a fraction of that is plenty for these tiny files."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0.2)

@@ -10,13 +10,20 @@ from sweep.data import DataConfig, TokenData, is_validation, prepare, sha256_fil
 def test_manifest_matches_shards(prepared):
     cfg, path = prepared
     m = json.loads((path / "manifest.json").read_text())
-    assert m["dtype"] == "uint16" and m["vocab_size"] == 320
-    for split, info in m["splits"].items():
-        arr = np.memmap(path / info["file"], dtype=m["dtype"], mode="r")  # raw, headerless
-        assert len(arr) == info["tokens"] > 0
-        assert sha256_file(path / info["file"]) == info["sha256"]
+    assert m["dtype"] == "uint16" and m["vocab_size"] == 320 and m["tokenizer"] == "tokenizer"
+    assert [s["split"] for s in m["shards"]] == ["train", "val"]
+    for info in m["shards"]:
+        arr = np.memmap(path / info["path"], dtype=m["dtype"], mode="r")  # raw, headerless
+        assert len(arr) == info["tokens"] == m["splits"][info["split"]]["tokens"] > 0
+        assert sha256_file(path / info["path"]) == info["sha256"]
         assert int((arr == m["eos_id"]).sum()) == info["documents"]  # one EOS after every document
         assert arr[-1] == m["eos_id"]
+    for split in ("train", "val"):
+        docs = [t for n, t in stdlib_documents(cfg.path) if is_validation(n, cfg.val_percent) == (split == "val")]
+        assert m["splits"][split]["bytes"] == sum(len(t.encode()) for t in docs)
+    assert m["bytes_per_token"] == m["splits"]["val"]["bytes"] / m["splits"]["val"]["tokens"]
+    assert m["documents"] == m["splits"]["train"]["documents"] + m["splits"]["val"]["documents"]
+    assert m["config"]["tokenizer"] == "bpe:320" and m["source"]["folder"] == cfg.path
 
 
 def test_documents_whole_and_in_order(prepared, corpus_dir):
@@ -24,7 +31,7 @@ def test_documents_whole_and_in_order(prepared, corpus_dir):
     tok = AutoTokenizer.from_pretrained(path / "tokenizer")  # transformers loads the saved BPE
     assert tok.eos_token == "<|endoftext|>"
     train_docs = [t for name, t in stdlib_documents(str(corpus_dir)) if not is_validation(name, cfg.val_percent)]
-    arr = np.memmap(path / "train.bin", dtype=np.uint16, mode="r")
+    arr = np.memmap(path / "train-00000.bin", dtype=np.uint16, mode="r")
     eos = np.flatnonzero(arr == tok.eos_token_id)
     first = tok.decode(arr[: eos[0]])  # the first document starts at offset 0
     assert first == train_docs[0]  # byte-level BPE round-trips exactly
@@ -44,7 +51,7 @@ def test_validation_held_out_by_name(prepared, corpus_dir):
 def test_prepare_is_deterministic_and_reused(tmp_path, corpus_dir, prepared):
     cfg, path = prepared
     again = prepare(DataConfig(**{**cfg.__dict__, "out": str(tmp_path / "again")}))
-    for f in ("train.bin", "val.bin"):
+    for f in ("train-00000.bin", "val-00000.bin"):
         assert sha256_file(again / f) == sha256_file(path / f)
     assert prepare(cfg) == path  # second call reuses the finished directory
 
@@ -68,7 +75,7 @@ def test_an_epoch_visits_every_window_once(prepared):
     d = TokenData(path)
     n = d.n_windows("train", 64)
     seen = np.concatenate([d.train_batch(k, 1, 64, seed=0)[0][:, 0] for k in range(n)])
-    starts = np.asarray(d.tokens["train"][np.arange(n) * 64], dtype=np.int64)
+    starts = np.asarray(d.shards["train"][0][np.arange(n) * 64], dtype=np.int64)
     assert sorted(seen.tolist()) == sorted(starts.tolist())
 
 
@@ -78,7 +85,7 @@ def test_corrupt_shard_is_detected(tmp_path, prepared):
     _, path = prepared
     bad = tmp_path / "bad"
     shutil.copytree(path, bad)
-    with open(bad / "train.bin", "r+b") as f:
+    with open(bad / "train-00000.bin", "r+b") as f:
         f.seek(10)
         f.write(b"\x01\x02")
     with pytest.raises(ValueError, match="sha256"):
