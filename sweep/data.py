@@ -53,6 +53,8 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
+from sweep.store import fault_point
+
 log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
@@ -676,6 +678,7 @@ def prepare(cfg: DataConfig) -> Path:
                  "tokens_per_s": m["tokens"] / seconds, "mb_per_s": m["bytes"] / 1e6 / seconds,
                  "num_proc": cfg.num_proc, "cpus": os.cpu_count()}
         (tmp / "build_stats.json").write_text(json.dumps(stats, indent=2))
+        fault_point("data:rename")  # chaos tests: a kill with the data built but not yet in place
         try:
             os.replace(tmp, out)  # atomic on one filesystem; fails if another job got there first
         except OSError:

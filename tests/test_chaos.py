@@ -1,4 +1,4 @@
-"""Chaos: SIGKILL a CPU sweep at many moments (planning, training, checkpoint and result writes, analysis),
+"""Chaos: SIGKILL a CPU sweep at many moments (data preparation, planning, training, checkpoint and result writes, analysis),
 relaunch it each time, and check that nothing is lost, torn or retrained from scratch."""
 import json
 import os
@@ -9,6 +9,7 @@ from test_launchers import finish, launch, results, sweep_args
 
 # Each entry is one launch that is killed at that moment; the sweep is relaunched after every kill.
 KILLS = [
+    {"SCALING_SWEEP_KILL_AT": "data:rename:1"},  # data prepared in its temp dir, not yet renamed into place
     {"SCALING_SWEEP_KILL_AT": "write:sweep.json:1"},  # the sweep's identity file, before its rename
     {"SCALING_SWEEP_KILL_AT": "write:plan.json:1"},  # the plan, before its rename
     {"SCALING_SWEEP_KILL_AT": "planned:1"},  # planned, nothing launched yet
@@ -31,7 +32,8 @@ def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
     reference = results(tmp_path / "ref")
     assert len(reference) >= 8
 
-    args = sweep_args(tmp_path, corpus_dir, "chaos", *grid, "trainer.checkpoint_every_s=1e-9")
+    args = sweep_args(tmp_path, corpus_dir, "chaos", *grid, "trainer.checkpoint_every_s=1e-9",
+                      f"data.out={tmp_path / 'data_chaos'}")  # its own data dir, so the first kill hits preparation
     killed = 0
     for env in KILLS:
         proc = launch(args, env=env)
