@@ -495,6 +495,8 @@ def _executor(num_proc: int, tokenizer_json: str, dtype: str, eos: int):
     import multiprocessing as mp
 
     if num_proc == 0:
+        if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("false", "0", "off", "no", "n", "f"):
+            log.info("TOKENIZERS_PARALLELISM is off, so tokenization uses one core; data.num_proc=N uses N processes")
         return ThreadPoolExecutor(max_workers=2), _Encode(tokenizer_json, dtype, eos), 32 * BATCH_CHARS, 3
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context(method),
