@@ -25,11 +25,10 @@ def section(cfg: DictConfig, name: str):
     return OmegaConf.to_object(cfg[name])
 
 
-def make_plan(cfg: DictConfig, prepare_data: bool = True, centres: Optional[dict] = None
-              ) -> tuple[list[RunSpec], list[Dropped], Path]:
+def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
     """Prepare (or find) the data, then plan the grid against its vocab and size."""
     data_cfg: DataConfig = section(cfg, "data")
-    path = prepare(data_cfg) if prepare_data else data_dir(data_cfg)
+    path = prepare(data_cfg)
     m = read_manifest(path)
     ladder: LadderConfig = section(cfg, "model")
     recipe: RecipeConfig = section(cfg, "recipe")
