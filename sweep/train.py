@@ -241,7 +241,8 @@ class StopSignals:
         self.hit: Optional[int] = None
         self.prev: dict = {}
         names = {"SIGTERM", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")}
-        self.signals = [getattr(signal, n if n.startswith("SIG") else f"SIG{n}") for n in names if hasattr(signal, n if n.startswith("SIG") else f"SIG{n}")]
+        full = {n if n.startswith("SIG") else f"SIG{n}" for n in names}  # submitit accepts "USR2" or "SIGUSR2"
+        self.signals = [getattr(signal, n) for n in full if hasattr(signal, n)]
 
     def __enter__(self):
         import threading
