@@ -9,7 +9,10 @@ Three sources are accepted:
 Every row is normalised to
 
     {run_id, status, budget, flops, params, params_non_embedding, tokens, tokens_derived,
-     flops_derived, loss, bytes_per_token}
+     flops_derived, loss, bytes_per_token, kind}
+
+`kind` is "isoflop" for a grid point and "horizon" for a sweep's extra token horizon (Approach 1);
+horizon runs are left out of Approach 2's isoFLOP profiles.  Files without a kind column are grid points.
 
 External files carry no status, so their rows are "done".  `budget` (the isoFLOP profile a run
 belongs to) is optional: without it Approach 2 cannot group runs.  `flops` (the run's compute) is
@@ -41,6 +44,7 @@ ALIASES = {
     "bytes_per_token": ("bytes_per_token",),
     "run_id": ("run_id",),
     "status": ("status",),
+    "kind": ("kind",),  # isoflop (a grid point) | horizon (an extra token horizon for Approach 1)
 }
 FIX = "pass a sweep dir (with <run>/result.json files), a results CSV or a JSON list of records"
 CSV_COLUMNS = "params, loss, and tokens or flops, plus an optional budget"
@@ -69,7 +73,7 @@ def _positive(v) -> bool:
 
 
 def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non_embedding=None,
-             tokens=None, loss=None, bytes_per_token=None) -> dict:
+             tokens=None, loss=None, bytes_per_token=None, kind="isoflop") -> dict:
     budget, flops, params, pne, tokens, loss, bpt = (
         _float(v) for v in (budget, flops, params, params_non_embedding, tokens, loss, bytes_per_token))
     if flops is None:
@@ -81,7 +85,8 @@ def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non
         flops, flops_derived = 6.0 * params * tokens, True  # C = 6ND when it has tokens but no FLOPs
     return {"run_id": str(run_id), "status": str(status), "budget": budget, "flops": flops,
             "params": params, "params_non_embedding": pne, "tokens": tokens, "tokens_derived": derived,
-            "flops_derived": flops_derived, "loss": loss, "bytes_per_token": bpt if _positive(bpt) else None}
+            "flops_derived": flops_derived, "loss": loss, "bytes_per_token": bpt if _positive(bpt) else None,
+            "kind": str(kind or "isoflop")}
 
 
 def skip_reason(row: dict) -> str | None:
@@ -155,12 +160,13 @@ def _from_sweep_dir(path: Path) -> list[dict]:
             rows.append(make_row(f.parent.name, "unreadable"))
             continue
         data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
+        spec = rec.get("spec") if isinstance(rec.get("spec"), dict) else {}
         rows.append(make_row(
             rec.get("run_id") or f.parent.name, rec.get("status", "unknown"),
             budget=rec.get("budget"), flops=rec.get("flops"), params=rec.get("params"),
             params_non_embedding=rec.get("params_non_embedding"), tokens=rec.get("tokens"),
             loss=rec.get("final_val_loss"),
-            bytes_per_token=_bytes_per_token(data.get("path"), path, cache)))
+            bytes_per_token=_bytes_per_token(data.get("path"), path, cache), kind=spec.get("kind")))
     if not rows:
         raise NoResultsError(f"no */result.json under {path}; run the sweep first or {FIX}")
     return sorted(rows, key=lambda r: r["run_id"])
@@ -184,7 +190,8 @@ def _from_records(records: list[dict], path: Path) -> list[dict]:
         get = lambda f: rec.get(col[f]) if col[f] is not None else None  # noqa: E731
         rows.append(make_row(get("run_id") or f"row{i}", get("status") or "done",
                              **{f: get(f) for f in ("budget", "flops", "params", "params_non_embedding",
-                                                    "tokens", "loss", "bytes_per_token")}))
+                                                    "tokens", "loss", "bytes_per_token")},
+                             kind=get("kind") or "isoflop"))
     return rows
 
 

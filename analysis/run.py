@@ -179,11 +179,17 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
            "skipped": [{"run_id": r["run_id"], "reason": r["skip_reason"]} for r in ds.skipped],
            "notes": list(ds.notes), "bytes_per_token": ds.bytes_per_token,
            "approaches_skipped": {}}
-    boots, plot = {}, {"usable": usable, "N": N,
-                       "has_budgets": bool(usable) and all(r["budget"] is not None and r["budget"] > 0 for r in usable)}
+    # Approach 2's isoFLOP profiles are the grid runs; a sweep's extra token horizons (kind "horizon",
+    # for Approach 1) were trained to other budgets and only feed Approaches 1 and 3.
+    iso = [i for i, r in enumerate(usable) if r.get("kind", "isoflop") != "horizon"]
+    iso_rows, iso_N = [usable[i] for i in iso], [N[i] for i in iso]
+    if len(iso) < len(usable):
+        out["notes"].append(f"{len(usable) - len(iso)} horizon runs (Approach 1) left out of the isoFLOP profiles")
+    boots, plot = {}, {"usable": iso_rows, "N": iso_N,
+                       "has_budgets": bool(iso_rows) and all(r["budget"] is not None and r["budget"] > 0 for r in iso_rows)}
     fitters = {
         "approach1": lambda rng: _fit_approach1(ds, usable, N, project, n_boot, rng, ci_level),
-        "approach2": lambda rng: _fit_approach2(usable, N, project, n_boot, rng, ci_level),
+        "approach2": lambda rng: _fit_approach2(iso_rows, iso_N, project, n_boot, rng, ci_level),
         "approach3": lambda rng: _fit_approach3(usable, N, project, n_boot, rng, ci_level),
     }
     for k, (name, fitter) in enumerate(fitters.items()):
@@ -226,7 +232,7 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
 
     out["agreement"] = agreement(out)
     out["approach2_bias"] = approach2_bias(
-        [r["budget"] for r in usable], N, [r["tokens"] for r in usable],
+        [r["budget"] for r in iso_rows], iso_N, [r["tokens"] for r in iso_rows],
         out["approach2"], out["approach3"]) if out["approach2"] else None
     warnings = []
     for name in ("approach1", "approach2", "approach3"):
@@ -247,7 +253,7 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
 def _results_csv(datasets: list[Dataset], params: str) -> bytes:
     cols = ["dataset", "run_id", "status", "skip_reason", "budget", "flops", "params",
             "params_non_embedding", "N", "tokens", "tokens_derived", "flops_derived", "loss", "bytes_per_token",
-            "loss_bpb", "has_curve"]
+            "loss_bpb", "has_curve", "kind"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()

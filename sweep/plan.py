@@ -92,6 +92,7 @@ class SweepConfig:
     sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
     seeds: int = 1  # train every grid point this many times (seed + k), to measure run-to-run noise
     horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
+    horizons_max_budget: float = 0.0  # skip horizon runs whose budget C x factor exceeds this; 0 = no cap
     dry_run: bool = False  # print the plan as a table and train nothing
     refine: bool = False  # re-centre each budget's grid on the optimum fitted from the runs so far, and fill in
     retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
@@ -108,8 +109,8 @@ def check_sweep(sweep: SweepConfig) -> None:
         raise ValueError(f"sweep.budgets must be positive numbers, got {budgets}")
     if sweep.sizes_per_budget < 1 or sweep.size_span < 1 or not sweep.tokens_per_param > 0:
         raise ValueError("sweep.sizes_per_budget >= 1, sweep.size_span >= 1 and sweep.tokens_per_param > 0 are required")
-    if sweep.seeds < 1 or any(not h > 0 for h in sweep.horizons):
-        raise ValueError("sweep.seeds must be >= 1 and sweep.horizons positive factors, e.g. sweep.horizons=[0.25,4]")
+    if sweep.seeds < 1 or any(not h > 0 for h in sweep.horizons) or sweep.horizons_max_budget < 0:
+        raise ValueError("sweep.seeds must be >= 1, sweep.horizons positive factors (e.g. [0.25,4]) and sweep.horizons_max_budget >= 0")
     if any(not n > 0 for n in sweep.sizes):
         raise ValueError(f"sweep.sizes must be positive parameter counts, got {list(sweep.sizes)}")
 
@@ -240,7 +241,14 @@ def plan_grid(
         first: dict[ModelConfig, tuple[float, float]] = {}
         for c, shape, t in isoflop:
             first.setdefault(shape, (c, t))
-        points += [(c * h, shape, t, 0, "horizon") for shape, (c, t) in first.items() for h in grid.horizons if h != 1]
+        for shape, (c, t) in first.items():
+            for h in grid.horizons:
+                if h == 1:
+                    continue
+                if grid.horizons_max_budget and c * h > grid.horizons_max_budget:
+                    dropped.append(Dropped(c * h, t, f"horizon run above sweep.horizons_max_budget={grid.horizons_max_budget:.3g}"))
+                    continue
+                points.append((c * h, shape, t, 0, "horizon"))
 
     for budget, shape, target, seed, kind in points:
         run_recipe = dataclasses.replace(recipe.resolved(budget), seed=recipe.seed + seed)

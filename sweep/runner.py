@@ -43,6 +43,7 @@ def refine_centres(sweep_dir: Path) -> dict:
     from analysis.results import load_results, split_usable
 
     usable, _ = split_usable(load_results(sweep_dir))
+    usable = [r for r in usable if r["kind"] != "horizon"]  # Approach 1's extra horizons are not grid points
     try:
         fit = fit_approach2([r["budget"] for r in usable], [r["params"] for r in usable],
                             [r["tokens"] for r in usable], [r["loss"] for r in usable])

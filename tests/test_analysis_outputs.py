@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import os
 import subprocess
 import sys
@@ -309,3 +310,25 @@ def test_stale_figure_removed(tmp_path):
     f.write_text((REPO / "tests" / "data" / "cs336_isoflops_curves.json").read_text())
     analyze(f, tmp_path, n_boot=0)
     assert not (tmp_path / "figures" / "envelope.png").exists() and (tmp_path / "figures" / "isoflop.png").exists()
+
+
+def test_horizon_runs_feed_approaches_1_and_3_not_the_isoflop_profiles(tmp_path):
+    """A sweep's extra token horizons (spec kind "horizon") were trained to their own budget C x h;
+    with 3+ sizes they would look like an off-centre isoFLOP profile, biasing Approach 2."""
+    base = write_sweep(tmp_path / "base" / "c4", budgets=(1e16, 1e17, 1e18), sizes=5, seed=3)
+    hor = write_sweep(tmp_path / "hor" / "c4", budgets=(4e16,), sizes=5, seed=4)
+    mixed = tmp_path / "mixed" / "c4"
+    shutil.copytree(base, mixed)
+    for d in hor.iterdir():  # same surface, but tagged as horizon runs and all far off this budget's optimum
+        rec = json.loads((d / "result.json").read_text())
+        rec["spec"] = {"kind": "horizon"}
+        shutil.copytree(d, mixed / d.name)
+        (mixed / d.name / "result.json").write_text(json.dumps(rec))
+    plain = fit_dataset(load_dataset(base), n_boot=0)
+    both = fit_dataset(load_dataset(mixed), n_boot=0)
+    assert both["approach2"]["budgets"] == plain["approach2"]["budgets"] == [1e16, 1e17, 1e18]
+    assert both["approach2"]["a"] == pytest.approx(plain["approach2"]["a"], rel=1e-12)
+    assert both["n_runs"] == plain["n_runs"] + 5  # Approach 3 sees every run
+    assert any("horizon runs" in n for n in both["notes"])
+    rows = load_dataset(mixed).usable
+    assert sorted(r["kind"] for r in rows).count("horizon") == 5

@@ -161,3 +161,15 @@ def test_seeds_and_horizons():
         first = min(b.budget for b in base if b.model == s.model)
         assert any(s.budget == pytest.approx(first * h) for h in (0.25, 4))
         assert abs(s.flops - s.budget) <= s.recipe.tokens_per_step * s.flops_per_token / 2 + 1e-6 * s.budget
+
+
+def test_horizons_max_budget_caps_the_long_runs():
+    g = grid(budgets=[1e12, 3e12], horizons=[0.25, 4], horizons_max_budget=5e12)
+    specs, dropped = plan_grid(g, LADDER, RECIPE, vocab_size=512)
+    hor = [s for s in specs if s.kind == "horizon"]
+    uncapped = [s for s in plan(grid(budgets=[1e12, 3e12], horizons=[0.25, 4]), LADDER, RECIPE, vocab_size=512)
+                if s.kind == "horizon"]
+    assert hor and all(s.budget <= 5e12 for s in hor)
+    over = [s for s in uncapped if s.budget > 5e12]
+    assert over and len(hor) == len(uncapped) - len(over)  # exactly the runs above the cap are gone ...
+    assert sum("horizons_max_budget" in d.reason for d in dropped) == len(over)  # ... each with its reason

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduce benchmarks/cpu_sweep/ with one command (`make cpu-sweep`): CPU isoFLOP sweeps on prose
+# (c4-like) and code (github-code-like) built by ../shared/corpora/build.py, one shared 2048-token BPE,
+# a first pass plus one refined pass per dataset, then the joint fit, figures and report.
+# Every step is resumable: rerunning after a kill picks up where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+CORPORA=${CORPORA:-data_cache/corpora}
+OUT=${OUT:-benchmarks/cpu_sweep}
+TOK=data_cache/bpe2k-mix
+export HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-disabled}
+mkdir -p "$OUT"
+LOG="$OUT/commands.log"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
+
+if [ ! -d "$CORPORA/c4-like" ] || [ ! -d "$CORPORA/github-code-like" ]; then
+    stamp "building corpora into $CORPORA"
+    "$PY" ../shared/corpora/build.py --out "$CORPORA"
+fi
+stamp "tokenizer: $TOK"
+"$PY" scripts/train_tokenizer.py --vocab 2048 --out "$TOK" --chars 4e6 \
+    c4="$CORPORA/c4-like" github_code="$CORPORA/github-code-like"
+
+prose=(data=c4 "data.path=$CORPORA/c4-like" "data.tokenizer=$TOK" sweep.name=cpu-prose)
+code=(data=github_code "data.path=$CORPORA/github-code-like" "data.tokenizer=$TOK" data.max_tokens=2e7 sweep.name=cpu-code)
+for ds in prose code; do
+    declare -n args=$ds
+    for refine in false true; do
+        stamp "sweep $ds refine=$refine: $PY -m sweep +experiment=cpu_sweep ${args[*]} sweep.refine=$refine"
+        start=$SECONDS
+        "$PY" -m sweep +experiment=cpu_sweep "${args[@]}" sweep.refine=$refine
+        stamp "sweep $ds refine=$refine took $((SECONDS - start)) s"
+    done
+done
+
+stamp "analysis: $PY -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out $OUT"
+"$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out "$OUT" --project 5.76e23 1e14 --bootstrap 1000 | tee "$OUT/summary.txt"
+mkdir -p "$OUT/non_embedding"
+stamp "analysis (non-embedding N): --params non_embedding --out $OUT/non_embedding"
+"$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out "$OUT/non_embedding" --params non_embedding \
+    --project 5.76e23 1e14 --bootstrap 1000 | tee "$OUT/non_embedding/summary.txt"
+for ds in prose code; do
+    "$PY" -m sweep.status "outputs/cpu-$ds" > "$OUT/status-$ds.txt"
+    cp "outputs/cpu-$ds/plan.json" "$OUT/plan-$ds.json"
+done
+stamp "done"
