@@ -24,15 +24,24 @@ stamp "tokenizer: $TOK"
 
 prose=(data=c4 "data.path=$CORPORA/c4-like" "data.tokenizer=$TOK" sweep.name=cpu-prose)
 code=(data=github_code "data.path=$CORPORA/github-code-like" "data.tokenizer=$TOK" data.max_tokens=2e7 sweep.name=cpu-code)
-for ds in prose code; do
-    declare -n args=$ds
+# The two datasets run side by side, one thread each: tiny models are bound by per-step overhead, so two
+# single-threaded sweeps finish well before two two-threaded ones in turn (and do not oversubscribe 2 cores).
+run_dataset() {
+    local ds=$1; shift
     for refine in false true; do
-        stamp "sweep $ds refine=$refine: $PY -m sweep +experiment=cpu_sweep ${args[*]} sweep.refine=$refine"
-        start=$SECONDS
-        "$PY" -m sweep +experiment=cpu_sweep "${args[@]}" sweep.refine=$refine
+        stamp "sweep $ds refine=$refine: $PY -m sweep +experiment=cpu_sweep $* sweep.refine=$refine"
+        local start=$SECONDS
+        "$PY" -m sweep +experiment=cpu_sweep "$@" sweep.refine=$refine >> "outputs/sweep-$ds.log" 2>&1
         stamp "sweep $ds refine=$refine took $((SECONDS - start)) s"
     done
-done
+}
+mkdir -p outputs
+# prepare each dataset once, before the two sweeps start in parallel (a dry run prepares and plans)
+"$PY" -m sweep +experiment=cpu_sweep "${prose[@]}" sweep.dry_run=true > /dev/null
+"$PY" -m sweep +experiment=cpu_sweep "${code[@]}" sweep.dry_run=true > /dev/null
+run_dataset prose "${prose[@]}" &
+run_dataset code "${code[@]}" &
+wait %1 && wait %2
 
 stamp "analysis: $PY -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out $OUT"
 "$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out "$OUT" --project 5.76e23 1e14 --bootstrap 1000 | tee "$OUT/summary.txt"

@@ -90,3 +90,27 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
         except ValueError as e:
             raise ValueError(str(e).strip().splitlines()[0]) from None
     check_sweep(typed["sweep"])
+    # Budgets too small for any run are known before the data is prepared whenever the vocab is
+    # (a bpe:<vocab> spec, or a local tokenizer folder); the epoch limit waits for the data.
+    from sweep.data import bpe_vocab
+    from sweep.plan import no_feasible_runs, plan_grid, smallest_budget
+
+    vocab = bpe_vocab(typed["data"].tokenizer) or _folder_vocab(typed["data"].tokenizer)
+    if vocab:
+        specs, dropped = plan_grid(typed["sweep"], typed["model"], typed["recipe"], vocab)
+        if not specs:
+            raise ValueError(no_feasible_runs(dropped, smallest_budget(typed["sweep"], typed["model"], typed["recipe"], vocab)))
+
+
+def _folder_vocab(spec: str) -> Optional[int]:
+    """The vocab size of a local tokenizer folder's tokenizer.json (added tokens included), or None."""
+    import json
+    from pathlib import Path
+
+    f = Path(spec) / "tokenizer.json"
+    try:
+        tj = json.loads(f.read_text())
+        ids = list(tj["model"]["vocab"].values()) + [t["id"] for t in tj.get("added_tokens", [])]
+        return max(ids) + 1
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

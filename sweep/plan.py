@@ -296,6 +296,25 @@ def plan_grid(
     return specs, dropped
 
 
+def smallest_budget(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vocab_size: int) -> float:
+    """FLOPs of recipe.min_steps optimizer steps of the smallest ladder shape: no budget below this can train."""
+    from models.ladder import ladder as ladder_shapes
+
+    shape = ladder_shapes(vocab_size, recipe.seq_len, ladder)[0]
+    tps = recipe.resolved(min(float(c) for c in grid.budgets)).tokens_per_step
+    return recipe.min_steps * tps * flops_per_token(shape, recipe.flops_convention)  # steps * tokens/step * FLOPs/token
+
+
+def no_feasible_runs(dropped: list[Dropped], floor: Optional[float] = None) -> str:
+    """The one-line error for a plan with no runs: the first reason, which names the fix.  ``floor``:
+    the smallest budget that can train (smallest_budget), named when every budget is below it."""
+    if floor is not None and dropped and all(d.budget < floor for d in dropped):
+        return (f"every budget is too small: the smallest model needs {floor:.3g} FLOPs for recipe.min_steps optimizer "
+                f"steps; raise sweep.budgets to at least {floor:.3g} (or lower recipe.min_steps / recipe.batch_size)")
+    first = f": C={dropped[0].budget:.3g} N~{dropped[0].target_params:.3g} {dropped[0].reason}" if dropped else ""
+    return f"the plan has no feasible runs{first}" + (f" (and {len(dropped) - 1} more points dropped)" if len(dropped) > 1 else "")
+
+
 def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> list[RunSpec]:
     """The feasible RunSpecs of :func:`plan_grid`."""
     return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)[0]

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from models.ladder import LadderConfig
-from sweep.data import DataConfig, TokenData, data_dir, prepare, read_manifest
+from sweep.data import DataConfig, TokenData, data_dir, prepare
 from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, plan_grid
 from sweep.store import RunLocked, finished, read_result, remove_stale_temps, run_lock
 from sweep.tracking import Tracker
@@ -26,14 +26,22 @@ def section(cfg: DictConfig, name: str):
 
 
 def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
-    """Prepare (or find) the data, then plan the grid against its vocab and size."""
+    """Prepare (or find) the data, verify it, then plan the grid against its vocab and size.
+
+    Raises ValueError (one line, naming the fix) for data that cannot be trained on: a truncated or
+    corrupt shard, a swapped tokenizer, or splits shorter than one sequence."""
     data_cfg: DataConfig = section(cfg, "data")
     path = prepare(data_cfg)
-    m = read_manifest(path)
+    data = TokenData(path)  # sizes and the tokenizer every time, shard sha256 on first use
     ladder: LadderConfig = section(cfg, "model")
     recipe: RecipeConfig = section(cfg, "recipe")
     grid: SweepConfig = section(cfg, "sweep")
-    specs, dropped = plan_grid(grid, ladder, recipe, m["vocab_size"], m["splits"]["train"]["tokens"], centres)
+    for split in ("train", "val"):
+        if data.n_windows(split, recipe.seq_len) < 1:
+            longest = max(len(a) for a in data.shards[split]) - 1  # inputs + the last target fit in one shard
+            raise ValueError(f"recipe.seq_len={recipe.seq_len} is longer than the {split} split of {path} "
+                             f"(its longest shard holds {longest} input tokens); lower recipe.seq_len or use more data")
+    specs, dropped = plan_grid(grid, ladder, recipe, data.vocab_size, data.train_tokens, centres)
     return specs, dropped, path
 
 

@@ -615,7 +615,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             obj = runs[a.run_id]
         spec = RunSpec.from_dict(obj)
         cfg = TrainerConfig(**json.loads(a.trainer))
-        data = TokenData(Path(a.data))
+        data = TokenData(Path(a.data), model_vocab_size=spec.model.vocab_size)
     except (OSError, ValueError, TypeError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ in sys.modules, and dataclasses then cannot resolve string annotations.)
 """
 
 import json
+import os
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,23 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+class SweepError(CompactHydraException):
+    """Bad input found while planning: Hydra prints just this one line (no traceback) and exits 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("error: " + " ".join(str(message).split()))
+
+
+class RunsFailed(CompactHydraException):
+    """Some runs of the sweep failed; the others are kept.  One line, like SweepError."""
 
 
 @dataclass
@@ -52,6 +64,30 @@ def sweep_identity(cfg: DictConfig) -> dict:
     return out
 
 
+def _check_identity(cfg: DictConfig, sweep_dir: Path) -> dict:
+    """This sweep's identity; ValueError if ``sweep_dir`` holds a sweep of another config (unless allowed)."""
+    identity = sweep_identity(cfg)
+    ident_path = sweep_dir / "sweep.json"
+    if ident_path.exists() and not cfg.sweep.allow_config_change:
+        old = json.loads(ident_path.read_text())
+        if old["config"] != identity:
+            changed = sorted(k for k in set(old["config"]) | set(identity) if old["config"].get(k) != identity.get(k))
+            raise ValueError(
+                f"{sweep_dir} holds a sweep with a different config ({', '.join(changed)} changed); "
+                "use a new sweep.name, or pass sweep.allow_config_change=true to extend this one")
+    return identity
+
+
+def _check_output_dir(sweep_dir: Path) -> None:
+    """ValueError unless ``sweep_dir`` is, or can be created as, a writable directory."""
+    p = sweep_dir.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the sweep dir {sweep_dir}: {p} is not a writable directory; "
+                         "set sweep.name or hydra.sweep.dir to a writable path")
+
+
 class IsoFLOPSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None) -> None:
         self.max_batch_size = max_batch_size
@@ -66,25 +102,32 @@ class IsoFLOPSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
+        try:
+            planned = self._plan(arguments)
+        except (ValueError, OSError) as e:  # bad config, data or output dir: one line, nothing launched
+            raise SweepError(e) from None
+        return self._launch(arguments, *planned) if planned else []
+
+    def _plan(self, arguments: List[str]) -> Optional[tuple]:
+        """Plan the sweep and write its files; the runs still to train and the sweep dir (None: dry run)."""
         # imported here so that Hydra's plugin discovery stays cheap
         from sweep.config import check_known_keys
-        from sweep.plan import RunSpec, format_plan
-        from sweep.runner import make_plan, refine_centres
+        from sweep.plan import RunSpec, format_plan, no_feasible_runs, smallest_budget
+        from sweep.runner import make_plan, refine_centres, section
         from sweep.store import fault_point, finished, remove_stale_temps, run_lock as sweep_lock
 
         cfg = self.config
-        try:
-            check_known_keys(cfg)  # before anything is prepared or created
-        except ValueError as e:
-            raise HydraException(str(e)) from None
+        check_known_keys(cfg)  # before anything is prepared or created
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for o in parser.parse_overrides(arguments):
             if o.is_sweep_override():
-                raise HydraException(
+                raise ValueError(
                     f"'{o.input_line}' is a sweep override; the isoFLOP sweeper expands budgets x sizes itself: "
                     "give single values, or one sweep.name per variant")
 
         sweep_dir = Path(cfg.hydra.sweep.dir)
+        _check_output_dir(sweep_dir)
+        _check_identity(cfg, sweep_dir)  # also under the lock below; here before any data is prepared
         centres = refine_centres(sweep_dir) if cfg.sweep.refine else None
         specs, dropped, data_path = make_plan(cfg, centres=centres)
         if centres:
@@ -97,9 +140,11 @@ class IsoFLOPSweeper(Sweeper):
         print(f"isoFLOP sweep '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
         print(format_plan(specs, dropped, cfg.sweep.assumed_flops_per_s))
         if cfg.sweep.dry_run:
-            return []
+            return None
         if not specs:
-            raise HydraException("the plan has no feasible runs (see the reasons above); change sweep.budgets or the recipe")
+            data_vocab = json.loads((Path(data_path) / "manifest.json").read_text())["vocab_size"]
+            raise ValueError(no_feasible_runs(dropped, smallest_budget(
+                section(cfg, "sweep"), section(cfg, "model"), section(cfg, "recipe"), data_vocab)))
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with sweep_lock(sweep_dir, ".sweep.lock", wait=True):  # concurrent launches take turns writing the sweep's files
@@ -109,22 +154,14 @@ class IsoFLOPSweeper(Sweeper):
         todo = [s for s in specs if not finished(sweep_dir / s.run_id, s.to_dict(), cfg.sweep.retry_failed)]
         if len(todo) < len(specs):
             log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
-        return self._launch(arguments, todo, sweep_dir)
+        return todo, sweep_dir
 
     @staticmethod
     def _write_sweep_files(cfg, sweep_dir, specs, dropped, data_path) -> None:
         from sweep.store import write_json_atomic
 
-        identity = sweep_identity(cfg)
-        ident_path = sweep_dir / "sweep.json"
-        if ident_path.exists() and not cfg.sweep.allow_config_change:
-            old = json.loads(ident_path.read_text())
-            if old["config"] != identity:
-                changed = sorted(k for k in set(old["config"]) | set(identity) if old["config"].get(k) != identity.get(k))
-                raise HydraException(
-                    f"{sweep_dir} holds a sweep with a different config ({', '.join(changed)} changed); "
-                    "use a new sweep.name, or pass sweep.allow_config_change=true to extend this one")
-        write_json_atomic(ident_path, {"config": identity})
+        identity = _check_identity(cfg, sweep_dir)
+        write_json_atomic(sweep_dir / "sweep.json", {"config": identity})
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         write_json_atomic(sweep_dir / "plan.json", {
             "runs": [s.to_dict() for s in specs],
@@ -146,7 +183,7 @@ class IsoFLOPSweeper(Sweeper):
                     ret = r.return_value  # raises the job's exception if it failed
                     trained_s += float((ret or {}).get("wall_time_s") or 0.0)
                 except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
-                    failed.append(f"{spec.run_id}: {type(e).__name__}: {e}")
+                    failed.append(f"{spec.run_id}: {type(e).__name__}: " + " ".join(str(e).split()))
             returns.append(results)
         wall = time.perf_counter() - t0
         if trained_s > 0:
@@ -154,7 +191,7 @@ class IsoFLOPSweeper(Sweeper):
             log.info("sweep efficiency: %.0f s of wall time for %.0f s of run training time (ratio %.2f)",
                      wall, trained_s, wall / trained_s)
         if failed:
-            raise HydraException(
-                f"{len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "
+            raise RunsFailed(
+                f"error: {len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "
                 f"command to retry only the failed ones, or fit what exists with `python -m analysis {sweep_dir}`")
         return returns
