@@ -235,3 +235,63 @@ def bootstrap_approach2(budgets, params, tokens, losses, counts: np.ndarray):
     a, a0, ok_a = line_rows(xc, np.where(valid, xn, 0.0), valid)
     b, b0, ok_b = line_rows(xc, np.where(valid, xd, 0.0), valid)
     return a, a0, b, b0, ok_a & ok_b
+
+
+# Run-to-run noise from repeated grid points (sweep.seeds > 1)
+
+NOISE_DEPTH_MIN = 3.0  # a profile shallower than this many noise SDs does not resolve its minimum
+NOISE_LACK_OF_FIT = 2.0  # parabola residuals this many noise SDs above the noise: the span is too wide
+
+
+def repeat_noise(budgets, params, losses, fit: dict | None = None) -> dict | None:
+    """Run-to-run noise of the final loss, from grid points trained more than once (other seeds).
+
+    sigma is the pooled standard deviation over the repeated points,
+        sigma² = Σ_points Σ_runs (L - mean_point)² / Σ_points (n_point - 1),
+    an estimate that needs no model of the loss.  With a fit (fit_approach2's result) the noise is
+    also set against each used budget's profile:
+      depth_sigmas:  (max - min of the point means) / sigma, how far the profile rises out of the noise;
+      rms_residual:  RMS of the point means about their parabola (dof = points - 3, pooled over budgets),
+      lack_of_fit:   rms_residual / (sigma / sqrt(mean runs per point)), ~1 when the parabola fits to noise.
+    Warnings name the fix: a profile that is flat within noise, or parabolas that miss beyond it.
+    Returns None when no point was repeated.
+    """
+    budgets, params, _, losses = _check_inputs(budgets, params, None, losses)
+    labels = group_budgets(budgets)
+    points: dict[tuple, list[float]] = {}
+    for g, n, l in zip(labels, params, losses):
+        points.setdefault((int(g), float(f"{n:.6g}")), []).append(float(l))
+    dof = sum(len(v) - 1 for v in points.values())
+    if dof == 0:
+        return None
+    ss = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in points.values())
+    sigma = float(np.sqrt(ss / dof))
+    out = {"sigma": sigma, "dof": int(dof), "repeated_points": sum(len(v) > 1 for v in points.values()),
+           "runs": int(len(losses)), "budgets": [], "depth_sigmas": [], "rms_residual": None,
+           "lack_of_fit": None, "warnings": []}
+    if not fit or sigma <= 0:
+        return out
+    res_ss, res_dof, runs_per_point = 0.0, 0, []
+    for p in fit["parabolas"]:
+        g = labels[np.argmin(np.abs(budgets - p["budget"]))]
+        mine = [(np.log10(n), np.mean(v), len(v)) for (gg, n), v in points.items() if gg == g]
+        x, m, k = (np.array(c, dtype=float) for c in zip(*mine))
+        depth = float((m.max() - m.min()) / sigma)
+        out["budgets"].append(p["budget"])
+        out["depth_sigmas"].append(depth)
+        if depth < NOISE_DEPTH_MIN:
+            out["warnings"].append(
+                f"budget {_fmt(p['budget'])}: the profile rises only {depth:.1f} noise SDs (sigma = {sigma:.3g}) "
+                f"across its sizes, so its minimum is not resolved; widen sweep.size_span or add sweep.seeds")
+        res_ss += float(np.sum((m - np.polyval(p["coeffs"], x)) ** 2))
+        res_dof += len(x) - 3
+        runs_per_point += list(k)
+    if res_dof > 0:
+        rms = float(np.sqrt(res_ss / res_dof))
+        lof = rms / (sigma / np.sqrt(np.mean(runs_per_point)))  # a point mean of k runs has SD sigma/sqrt(k)
+        out["rms_residual"], out["lack_of_fit"] = rms, float(lof)
+        if lof > NOISE_LACK_OF_FIT:
+            out["warnings"].append(
+                f"the parabolas miss their point means by {lof:.1f}x the noise (RMS {rms:.3g}, sigma {sigma:.3g}): "
+                "the profiles are not parabolic over this span; narrow sweep.size_span around the minima (sweep.refine)")
+    return out

@@ -27,6 +27,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
+def _noise_lines(nz) -> list[str]:
+    """Run-to-run noise from repeated grid points, set against the isoFLOP profiles."""
+    if not nz:
+        return []
+    L = [f"**Run-to-run noise** (sweep.seeds): σ = {nz['sigma']:.3g} nats, pooled over "
+         f"{nz['repeated_points']} repeated grid points ({nz['dof']} degrees of freedom)."]
+    if nz["depth_sigmas"]:
+        depths = ", ".join(f"{c:.3g}: {d:.1f}σ" for c, d in zip(nz["budgets"], nz["depth_sigmas"]))
+        L[-1] += f"  Profile depth (max - min point mean) per budget: {depths}."
+    if nz["lack_of_fit"] is not None:
+        L[-1] += (f"  Parabola residual RMS {nz['rms_residual']:.3g}, {nz['lack_of_fit']:.2f}× what the noise "
+                  f"alone would give (~1 is a good fit).")
+    return L + [""]
+
+
 def _dataset_section(f: dict, level: float, heading: str) -> list[str]:
     pct = f"{level:.0%}"
     L = [f"{heading} {f['dataset']}", ""]
@@ -106,6 +121,7 @@ def _dataset_section(f: dict, level: float, heading: str) -> list[str]:
                      f"where the surface's optima give {bias['a_surface']:.3f}, {bias['b_surface']:.3f} "
                      f"(bias {bias['bias_a']:+.3f}, {bias['bias_b']:+.3f}).")
         L.append("")
+    L += _noise_lines(f.get("noise"))
 
     f1 = f["approach1"]
     if f1:

@@ -231,6 +231,9 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
         out["projections"].append(entry)
 
     out["agreement"] = agreement(out)
+    # Run-to-run noise from repeated grid points (sweep.seeds > 1), set against the isoFLOP profiles
+    out["noise"] = approach2.repeat_noise([r["budget"] for r in iso_rows], iso_N, [r["loss"] for r in iso_rows],
+                                          out["approach2"]) if plot["has_budgets"] else None
     out["approach2_bias"] = approach2_bias(
         [r["budget"] for r in iso_rows], iso_N, [r["tokens"] for r in iso_rows],
         out["approach2"], out["approach3"]) if out["approach2"] else None
@@ -239,6 +242,8 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
         if out[name]:
             warnings += [f"{name}: {w}" for w in out[name].get("warnings", [])]
     warnings += out["agreement"]["warnings"]
+    if out["noise"]:
+        warnings += [f"noise: {w}" for w in out["noise"]["warnings"]]
     if out["approach2_bias"]:
         warnings += out["approach2_bias"]["warnings"]
     out["warnings"] = warnings
@@ -388,6 +393,10 @@ def format_summary(result: dict) -> str:
                              f"{'yes' if p['inside_grid'] else 'NO (extrapolated)'}")
             for d in fit["dropped"]:
                 lines.append(f"    dropped {d['budget']:.3g}: {d['reason']}")
+        if f.get("noise"):
+            nz = f["noise"]
+            lines.append(f"  run-to-run noise: sigma = {nz['sigma']:.3g} from {nz['repeated_points']} repeated points"
+                         + (f"; parabola misfit {nz['lack_of_fit']:.2f}x noise" if nz["lack_of_fit"] is not None else ""))
         for proj in f["projections"]:
             parts = []
             for name in ("approach1", "approach2", "approach3"):

@@ -356,7 +356,7 @@ def test_load_results_sweep_dir(tmp_path):
     assert len(rows) == 15 + 4
     assert [r["run_id"] for r in rows] == sorted(r["run_id"] for r in rows)
     assert set(rows[0]) == {"run_id", "status", "budget", "flops", "params", "params_non_embedding", "tokens",
-                            "tokens_derived", "flops_derived", "loss", "bytes_per_token"}
+                            "tokens_derived", "flops_derived", "loss", "bytes_per_token", "kind"}
     assert rows[0]["flops"] == pytest.approx(1.001 * rows[0]["budget"]) and rows[0]["tokens_derived"] is False
     usable, skipped = split_usable(rows)
     assert len(usable) == 15
@@ -389,7 +389,7 @@ def test_load_results_csv_aliases_case_insensitive(tmp_path):
     rows = load_results(f)
     assert rows[0] == {"run_id": "r1", "status": "done", "budget": 1e18, "flops": 1e18, "params": 1e8,
                        "params_non_embedding": None, "tokens": 5e8, "tokens_derived": False,
-                       "flops_derived": False, "loss": 3.1, "bytes_per_token": None}
+                       "flops_derived": False, "loss": 3.1, "bytes_per_token": None, "kind": "isoflop"}
     assert rows[1]["status"] == "failed" and rows[1]["tokens"] == pytest.approx(1e18 / 1.2e9)
 
 
