@@ -455,9 +455,12 @@ class _Encode:
         self.tok = Tokenizer.from_str(tokenizer_json)
         self.tok.encode_special_tokens = True  # a literal "<|endoftext|>" in a document is text, not a boundary
         self.dtype, self.eos = np.dtype(dtype), eos
+        # encode_batch_fast (tokenizers >= 0.20) gives the same ids without tracking character offsets,
+        # which we never use: ~10-15% less CPU per token (benchmarks/tokenize.md)
+        self.encode_batch = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        encs = self.encode_batch(texts, add_special_tokens=False)
         lens = np.fromiter((len(e) + 1 for e in encs), dtype=np.int64, count=len(encs))
         ends = np.cumsum(lens)
         ids = np.empty(int(ends[-1]) if len(ends) else 0, dtype=self.dtype)
