@@ -332,3 +332,22 @@ def test_horizon_runs_feed_approaches_1_and_3_not_the_isoflop_profiles(tmp_path)
     assert any("horizon runs" in n for n in both["notes"])
     rows = load_dataset(mixed).usable
     assert sorted(r["kind"] for r in rows).count("horizon") == 5
+
+
+def test_budget_with_two_sizes_is_skipped_with_a_warning(tmp_path):
+    """A budget with < 3 sizes cannot have a parabola: it is dropped with the reason, the rest is fitted."""
+    t = truth({"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28})
+    lines = ["budget,params,tokens,loss"]
+    for c, k in ((1e18, 5), (1e19, 5), (1e20, 5), (1e21, 2)):
+        n0 = optimal_allocation(t, c)[0]
+        for x in np.linspace(-0.5, 0.5, k):
+            n = n0 * 10**x
+            lines.append(f"{c},{n},{c / (6 * n)},{float(predict_loss(t, n, c / (6 * n)))}")
+    f = tmp_path / "r.csv"
+    f.write_text("\n".join(lines) + "\n")
+    proc = run_cli(f, "--bootstrap", 0)
+    assert proc.returncode == 0, proc.stderr
+    assert "dropped 1e+21: only 2 distinct model size(s); a parabola needs >= 3" in proc.stdout
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["approach2"]["budgets"] == [1e18, 1e19, 1e20]
+    assert "dropped budget 1e+21" in (tmp_path / "report.md").read_text()
