@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH)
 
-.PHONY: install smoke test clean
+.PHONY: install smoke test cpu-sweep clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -22,6 +22,10 @@ smoke: install
 
 test: install
 	$(PY) -m pytest -q
+
+# benchmarks/cpu_sweep/: isoFLOP sweeps on prose and code from ../shared/corpora (~1-1.5 h on 2 cores)
+cpu-sweep: install
+	PY=$(PY) scripts/cpu_sweep.sh
 
 clean:
 	rm -rf outputs .pytest_cache
