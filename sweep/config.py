@@ -4,7 +4,8 @@ YAML files under conf/ hold differences from these defaults; unknown keys are er
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
@@ -25,6 +26,10 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run_id: Optional[str] = None  # set per job by the isoFLOP sweeper
+
+
+_SECTIONS = {"data": DataConfig, "model": LadderConfig, "recipe": RecipeConfig, "trainer": TrainerConfig,
+             "sweep": SweepConfig, "wandb": WandbConfig}
 
 
 def register() -> None:
@@ -73,6 +78,11 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
         text = str(e) + ("\n" + str(e.__cause__) if e.__cause__ else "")
         lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(
             ("full_key:", "object_type", "reference_type", "Set the environment", "To append to your config"))]
+        unknown = re.search(r"Could not override '(\w+)\.([\w.]+)'", text)
+        if unknown and unknown.group(1) in _SECTIONS and "not in" in text:
+            section, key = unknown.groups()
+            names = sorted(f.name for f in fields(_SECTIONS[section]))
+            raise ValueError(f"unknown config key '{section}.{key}'; valid keys of {section}: {', '.join(names)}") from None
         if lines and lines[-1] != lines[0] and "Available options" in text:
             msg = f"{lines[0]}; options: {', '.join(l for l in lines[2:] if ' ' not in l)}"
         else:

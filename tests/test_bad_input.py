@@ -12,7 +12,7 @@ from conftest import REPO
 CASES = {
     "+recipe.foo=1": "unknown config key 'recipe.foo'",
     "+foo=1": "unknown config key 'foo'",
-    "recipe.lrr=1": "Key 'lrr' not in 'RecipeConfig'",
+    "recipe.lrr=1": "unknown config key 'recipe.lrr'; valid keys of recipe: batch_multiple, batch_rule",
     "sweep.budgets=[]": "sweep.budgets is empty",
     "sweep.budgets=[-1]": "sweep.budgets must be positive numbers",
     "sweep.budgets=[abc]": "sweep.budgets must be positive numbers",
@@ -165,3 +165,27 @@ def test_vocab_larger_than_the_model_vocab(small_data, tmp_path):
                            "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: the data's vocab is"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_sweep_identity_ignores_how_a_sweep_runs(tmp_path):
+    """Progress bars, the data dir's location or the sweep's name do not make a relaunch 'another sweep'."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hydra_plugins.isoflop_sweeper.isoflop_sweeper import NOT_IDENTITY, _check_identity, sweep_identity
+    from sweep.app import CONF_DIR
+    from sweep.config import register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=smoke"])
+    GlobalHydra.instance().clear()
+    ident = sweep_identity(cfg)
+    assert "recipe.lr" in ident and "sweep.budgets" in ident and not set(ident) & NOT_IDENTITY
+    # a sweep.json written with other run-only settings (as older versions wrote them) is the same sweep
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": {**ident, "data.progress": False, "data.out": "/x"}}))
+    assert _check_identity(cfg, tmp_path) == ident
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": {**ident, "recipe.lr": 1.0}}))
+    with pytest.raises(ValueError, match=r"different config \(recipe.lr changed\)"):
+        _check_identity(cfg, tmp_path)

@@ -55,13 +55,17 @@ def sweep_identity(cfg: DictConfig) -> dict:
     """The config keys that decide what the sweep trains (flattened), without the knobs of how it runs."""
     from omegaconf import OmegaConf as OC
 
-    how = {"name", "dry_run", "retry_failed", "allow_config_change", "assumed_flops_per_s", "refine"}
     out = {}
     for section in ("data", "model", "recipe", "sweep"):
         for k, v in OC.to_container(cfg[section], resolve=True).items():
-            if not (section == "sweep" and k in how):
+            if f"{section}.{k}" not in NOT_IDENTITY:
                 out[f"{section}.{k}"] = v
     return out
+
+
+# keys that change how a sweep runs or reports, not what it trains (the data dir's own hash ignores the same)
+NOT_IDENTITY = {"sweep.name", "sweep.dry_run", "sweep.retry_failed", "sweep.allow_config_change",
+                "sweep.assumed_flops_per_s", "sweep.refine", "data.out", "data.num_proc", "data.progress"}
 
 
 def _check_identity(cfg: DictConfig, sweep_dir: Path) -> dict:
@@ -69,11 +73,12 @@ def _check_identity(cfg: DictConfig, sweep_dir: Path) -> dict:
     identity = sweep_identity(cfg)
     ident_path = sweep_dir / "sweep.json"
     if ident_path.exists() and not cfg.sweep.allow_config_change:
-        old = json.loads(ident_path.read_text())
-        if old["config"] != identity:
-            changed = sorted(k for k in set(old["config"]) | set(identity) if old["config"].get(k) != identity.get(k))
+        old = {k: v for k, v in json.loads(ident_path.read_text())["config"].items() if k not in NOT_IDENTITY}
+        if old != identity:
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            listed = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise ValueError(
-                f"{sweep_dir} holds a sweep with a different config ({', '.join(changed)} changed); "
+                f"{sweep_dir} holds a sweep with a different config ({listed} changed); "
                 "use a new sweep.name, or pass sweep.allow_config_change=true to extend this one")
     return identity
 
