@@ -1,4 +1,5 @@
 """python -m analysis <inputs…> [--out DIR] [--project 1e24 …] [--params total|non_embedding] [--bootstrap N]
+                     [--inside-grid-only]
 
 Each input is a sweep dir (<run_id>/result.json + metrics.jsonl), a results CSV or a JSON list of
 records, optionally named `name=path` (default name: the dir's or file's name).  Several inputs
@@ -38,10 +39,13 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
                     help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0: none)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    ap.add_argument("--inside-grid-only", action="store_true",
+                    help="Approach 2: fit the power laws only through budgets whose parabola minimum lies "
+                         "inside the sizes run (the others are listed as dropped)")
     args = ap.parse_args(argv)
     try:
         result = analyze(args.inputs, args.out, project=args.project, params=args.params,
-                         n_boot=args.bootstrap, seed=args.seed)
+                         n_boot=args.bootstrap, seed=args.seed, inside_grid_only=args.inside_grid_only)
     except ValueError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2

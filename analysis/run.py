@@ -118,12 +118,29 @@ def _fit_approach1(ds: Dataset, usable, N, project, n_boot, rng, level):
     return fit, env, boot
 
 
-def _fit_approach2(usable, N, project, n_boot, rng, level):
+def _fit_approach2(usable, N, project, n_boot, rng, level, inside_grid_only=False):
     if any(r["budget"] is None or not r["budget"] > 0 for r in usable):
         raise ValueError("no budget for some runs, so runs cannot be grouped into isoFLOP profiles; "
                          "add a budget column")
     args = ([r["budget"] for r in usable], N, [r["tokens"] for r in usable], [r["loss"] for r in usable])
     fit = approach2.fit_approach2(*args)
+    if inside_grid_only:
+        # Refit through the budgets whose vertices (in N and in D) lie inside the sizes run: an extrapolated
+        # vertex can sit decades away and dominate the power law.  The others are listed as dropped.
+        outside = [p["budget"] for p, q in zip(fit["parabolas"], fit["parabolas_D"])
+                   if not (p["inside_grid"] and q["inside_grid"])]
+        if outside:
+            labels = approach2.group_budgets(args[0])
+            drop = {labels[int(np.argmin(np.abs(np.asarray(args[0]) - c)))] for c in outside}
+            keep = [i for i, g in enumerate(labels) if g not in drop]
+            args = tuple([a[i] for i in keep] for a in args)
+            dropped = fit["dropped"] + [{"budget": c, "reason": "vertex outside the sizes run (--inside-grid-only)"}
+                                        for c in outside]
+            try:
+                fit = approach2.fit_approach2(*args)
+            except ValueError as e:
+                raise ValueError(f"--inside-grid-only leaves too few budgets: {e}") from None
+            fit["dropped"] = sorted(fit["dropped"] + dropped, key=lambda d: d["budget"])
     boot = {}
     if n_boot:
         # Main interval: runs resampled within each budget, so every resample keeps the design (the
@@ -135,7 +152,7 @@ def _fit_approach2(usable, N, project, n_boot, rng, level):
         fit["ci"] = {"a": _ci(a, ok, level), "b": _ci(b, ok, level)}
         fit["n_boot_ok"] = int(ok.sum())
         boot = {C: _projection_samples(a[ok], a0[ok], b[ok], b0[ok], C) for C in project}
-        pa, _, pb, _, pok = approach2.bootstrap_approach2(*args, run_counts(rng, len(N), n_boot))
+        pa, _, pb, _, pok = approach2.bootstrap_approach2(*args, run_counts(rng, len(args[1]), n_boot))
         fit["ci_runs"] = {"a": _ci(pa, pok, level), "b": _ci(pb, pok, level)}
     return fit, boot
 
@@ -160,7 +177,8 @@ def _fit_approach3(usable, N, project, n_boot, rng, level):
 
 
 def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIONS,
-                n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci_level: float = CI_LEVEL) -> dict:
+                n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci_level: float = CI_LEVEL,
+                inside_grid_only: bool = False) -> dict:
     """Fit every approach the data supports; a ValueError from one approach skips it with a reason.
 
     Returns the per-dataset part of fit.json (JSON-serialisable after _clean), plus "_plot", the
@@ -189,7 +207,7 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
                        "has_budgets": bool(iso_rows) and all(r["budget"] is not None and r["budget"] > 0 for r in iso_rows)}
     fitters = {
         "approach1": lambda rng: _fit_approach1(ds, usable, N, project, n_boot, rng, ci_level),
-        "approach2": lambda rng: _fit_approach2(iso_rows, iso_N, project, n_boot, rng, ci_level),
+        "approach2": lambda rng: _fit_approach2(iso_rows, iso_N, project, n_boot, rng, ci_level, inside_grid_only),
         "approach3": lambda rng: _fit_approach3(usable, N, project, n_boot, rng, ci_level),
     }
     for k, (name, fitter) in enumerate(fitters.items()):
@@ -278,7 +296,8 @@ def _results_csv(datasets: list[Dataset], params: str) -> bytes:
 
 
 def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "total",
-            n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci_level: float = CI_LEVEL) -> dict:
+            n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci_level: float = CI_LEVEL,
+            inside_grid_only: bool = False) -> dict:
     """Fit Approaches 1-3 to one or more inputs and write the outputs (see the module docstring).
 
     inputs: a path (sweep dir, CSV or JSON) or a list of them; "name=path" names a dataset
@@ -286,6 +305,7 @@ def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "tot
     out: output dir; defaults to the sweep dir (or the results file's dir) for a single input.
     project: compute budgets to project N_opt and D_opt to.  params: "total" or "non_embedding" N.
     n_boot: bootstrap resamples for the intervals (0: none).  seed: the bootstrap's RNG seed.
+    inside_grid_only: Approach 2's power laws use only budgets whose parabola vertices lie inside the sizes run.
 
     Returns what was written to fit.json.  Raises ValueError, before anything is written, for bad
     input or when no approach could be fitted to any dataset.
@@ -308,7 +328,8 @@ def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "tot
             raise ValueError("several inputs need --out DIR for the combined outputs")
         out = default_out_dir(named[0][1]) if named[0][1] is not None else None
     datasets = [load_dataset(path, name) for name, path in named]
-    fits = [fit_dataset(ds, params=params, project=project, n_boot=n_boot, seed=seed, ci_level=ci_level)
+    fits = [fit_dataset(ds, params=params, project=project, n_boot=n_boot, seed=seed, ci_level=ci_level,
+                        inside_grid_only=inside_grid_only)
             for ds in datasets]
     if not any(f[ap] for f in fits for ap in ("approach1", "approach2", "approach3")):
         why = "; ".join(f"{f['dataset']}: " + "; ".join(f"{k}: {v}" for k, v in f["approaches_skipped"].items())
@@ -317,7 +338,7 @@ def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "tot
 
     plots = [f.pop("_plot") for f in fits]
     settings = {"params": params, "bootstrap": n_boot, "ci_level": ci_level, "seed": seed,
-                "project": project}
+                "project": project, "inside_grid_only": inside_grid_only}
     if len(fits) == 1:
         result = {**fits[0], **settings}
     else:

@@ -351,3 +351,27 @@ def test_budget_with_two_sizes_is_skipped_with_a_warning(tmp_path):
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["approach2"]["budgets"] == [1e18, 1e19, 1e20]
     assert "dropped budget 1e+21" in (tmp_path / "report.md").read_text()
+
+
+def test_inside_grid_only_drops_extrapolated_vertices(tmp_path):
+    t = truth({"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28})
+    lines = ["budget,params,tokens,loss"]
+    for c, offsets in ((1e18, (-0.5, 0.5)), (1e19, (-0.5, 0.5)), (1e20, (-0.5, 0.5)), (1e21, (0.4, 1.2))):
+        n0 = optimal_allocation(t, c)[0]
+        for x in np.linspace(*offsets, 5):  # the last budget's sizes all lie above its optimum
+            n = n0 * 10**x
+            lines.append(f"{c},{n},{c / (6 * n)},{float(predict_loss(t, n, c / (6 * n)))}")
+    f = tmp_path / "r.csv"
+    f.write_text("\n".join(lines) + "\n")
+    everything = analyze(f, tmp_path / "all", n_boot=20)["approach2"]
+    assert everything["budgets"] == [1e18, 1e19, 1e20, 1e21]
+    assert not everything["parabolas"][-1]["inside_grid"]
+    inside = analyze(f, tmp_path / "in", n_boot=20, inside_grid_only=True)["approach2"]
+    assert inside["budgets"] == [1e18, 1e19, 1e20]
+    assert {"budget": 1e21, "reason": "vertex outside the sizes run (--inside-grid-only)"} in inside["dropped"]
+    # the same as fitting the three centred budgets alone
+    (tmp_path / "r3.csv").write_text("\n".join(l for l in lines if not l.startswith("1e+21")) + "\n")
+    alone = analyze(tmp_path / "r3.csv", tmp_path / "alone", n_boot=0)["approach2"]
+    assert inside["a"] == pytest.approx(alone["a"], rel=1e-12) and inside["b"] == pytest.approx(alone["b"], rel=1e-12)
+    proc = run_cli(f, "--inside-grid-only", "--bootstrap", 0, "--out", tmp_path / "cli")
+    assert proc.returncode == 0 and "dropped 1e+21: vertex outside the sizes run" in proc.stdout, proc.stderr
