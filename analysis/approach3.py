@@ -346,6 +346,15 @@ def fit_approach3(N, D, L, *, delta: float = DELTA, grid: np.ndarray | None = No
     best, best_f = _polish(problem, theta[keep_idx[0]])
     if best_f > f[keep_idx[0]]:
         best, best_f = theta[keep_idx[0]], float(f[keep_idx[0]])
+    # A run-away minimum (ln A or ln B past exp's range: A/N^α with α of tens) means the runs do not pin
+    # the surface down; take the best minimum whose parameters are finite numbers, if there is one.
+    candidates = [(best, best_f)] + [(theta[i], float(f[i])) for i in keep_idx[1:]]
+    finite = [(t, v) for t, v in candidates if max(t[0], t[1], t[2]) < 700]
+    if not finite:
+        raise ValueError(f"the fit ran away (ln A = {best[0]:.3g}, ln B = {best[1]:.3g}, alpha = {best[3]:.3g}, "
+                         f"beta = {best[4]:.3g}): these runs do not constrain E + A/N^alpha + B/D^beta; "
+                         "add model sizes or budgets")
+    best, best_f = finite[0]
     out = params_from_theta(best)
     out.update({
         "objective": best_f,

@@ -144,3 +144,23 @@ def test_unidentifiable_designs_are_refused():
 def test_params_without_optimum_give_nan_allocation():
     p = params_from_theta([5.0, 5.0, 0.5, 0.0, 0.3])  # α = 0: loss does not fall with N
     assert math.isnan(p["a"]) and math.isnan(p["G"])
+
+
+def test_run_away_fit_on_real_tiny_model_runs_is_refused_not_crashed(tmp_path):
+    """Our own first CPU prose pass (tests/data/cpu_prose_first_pass.csv: 37 runs, 18k-1.2M params): every
+    minimum the optimiser finds has ln A in the thousands (alpha ~ 200), past exp's range.  The fit must say
+    so in one line, and the analysis must go on without Approach 3 instead of crashing."""
+    import csv
+    from pathlib import Path
+
+    from analysis import analyze
+
+    f = Path(__file__).parent / "data" / "cpu_prose_first_pass.csv"
+    rows = list(csv.DictReader(open(f)))
+    N, D, L = (np.array([float(r[k]) for r in rows]) for k in ("params", "tokens", "loss"))
+    with pytest.raises(ValueError, match=r"ran away \(ln A = .*add model sizes or budgets"):
+        fit_approach3(N, D, L)
+    result = analyze(f, tmp_path, n_boot=0)  # before the fix: OverflowError from math.exp
+    assert result["approach3"] is None and "ran away" in result["approaches_skipped"]["approach3"]
+    assert result["approach2"] is not None
+    assert (tmp_path / "fit.json").exists()
