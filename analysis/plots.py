@@ -27,6 +27,7 @@ from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter  # noqa: 
 
 from analysis import approach1, approach2  # noqa: E402
 
+MAX_REACH = 0.5  # decades a parabola is drawn past the sizes run toward an off-grid minimum
 X_PAD = 0.15  # draw each parabola this many decades of N past its outermost runs
 C_PAD = 0.3  # extend the power-law lines this many decades of C past the data / projections
 
@@ -92,7 +93,7 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
     ax.set_xlabel("FLOPs")
     ax.set_ylabel("Parameters" if which == "N" else "Tokens")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # never on top of a point
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -140,12 +141,22 @@ def _isoflop_row(axes, panel, show_name: bool):
         ax_l.scatter(params[sel], losses[sel], s=18, color=colours[g], label=label, gid="runs")
     for p, c in zip(fit["parabolas"] if fit else [], fitted):
         x_opt = -p["coeffs"][1] / (2 * p["coeffs"][0])
-        lo, hi = min(p["x_range"][0], x_opt), max(p["x_range"][1], x_opt)  # reach an off-grid minimum
+        # reach an off-grid minimum, but at most MAX_REACH decades past the sizes run, so that one wild
+        # extrapolation does not squash every profile into a corner; a minimum beyond that is marked at the
+        # edge with an arrow and its value
+        lo = max(min(p["x_range"][0], x_opt), p["x_range"][0] - MAX_REACH)
+        hi = min(max(p["x_range"][1], x_opt), p["x_range"][1] + MAX_REACH)
         x = np.linspace(lo - X_PAD, hi + X_PAD, 200)
         ax_l.plot(10**x, np.polyval(p["coeffs"], x), color=colour_of(c), lw=1.2, gid="parabola")
-    for c, n_opt, l_opt, p in zip(fitted, *((fit["N_opt"], fit["L_opt"], fit["parabolas"]) if fit else ([],) * 3)):
-        ax_l.scatter([n_opt], [l_opt], s=70, marker="o" if p["inside_grid"] else "X", color=colour_of(c),
+        inside_view = lo - 1e-9 <= x_opt <= hi + 1e-9
+        edge = x_opt if inside_view else (lo if x_opt < lo else hi)
+        l_edge = float(np.polyval(p["coeffs"], edge))
+        ax_l.scatter([10**edge], [l_edge], s=70, marker="o" if p["inside_grid"] else "X", color=colour_of(c),
                      edgecolors="black", zorder=3, gid="minimum")
+        if not inside_view:
+            ax_l.annotate(("\u2190 " if x_opt < lo else "") + f"min at N={human(10 ** x_opt)}"
+                          + (" \u2192" if x_opt > hi else ""), (10**edge, l_edge), textcoords="offset points",
+                          xytext=(4, -12), fontsize=7, color=colour_of(c), gid="minimum_off_view")
     ax_l.set_xscale("log")
     ax_l.xaxis.set_minor_locator(NullLocator())
     _loss_axis(ax_l)
