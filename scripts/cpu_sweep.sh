@@ -53,4 +53,8 @@ for ds in prose code; do
     "$PY" -m sweep.status "outputs/cpu-$ds" > "$OUT/status-$ds.txt"
     cp "outputs/cpu-$ds/plan.json" "$OUT/plan-$ds.json"
 done
+# the hand-written reading of the results (benchmarks/cpu_sweep/reading.md) heads the generated report
+if [ -f "$OUT/reading.md" ]; then
+    { cat "$OUT/reading.md"; echo; echo "---"; echo; cat "$OUT/report.md"; } > "$OUT/report.md.tmp" && mv "$OUT/report.md.tmp" "$OUT/report.md"
+fi
 stamp "done"
