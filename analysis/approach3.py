@@ -279,6 +279,9 @@ def approach3_skip_reason(N, D) -> str | None:
     return None
 
 
+MAX_EXPONENT = 10.0  # alpha or beta above this is a run-away fit, not a power law (Chinchilla's init grid: 0-2)
+
+
 def params_from_theta(theta) -> dict:
     """(a, b, e, α, β) → {E, A, B, alpha, beta, a, b, G} as plain floats."""
     lna, lnb, e, alpha, beta = (float(v) for v in theta)
@@ -346,10 +349,11 @@ def fit_approach3(N, D, L, *, delta: float = DELTA, grid: np.ndarray | None = No
     best, best_f = _polish(problem, theta[keep_idx[0]])
     if best_f > f[keep_idx[0]]:
         best, best_f = theta[keep_idx[0]], float(f[keep_idx[0]])
-    # A run-away minimum (ln A or ln B past exp's range: A/N^α with α of tens) means the runs do not pin
-    # the surface down; take the best minimum whose parameters are finite numbers, if there is one.
+    # A run-away minimum means the runs do not pin the surface down: an exponent above MAX_EXPONENT makes
+    # A/N^α a step over the grid rather than a power law (and ln A then heads past exp's range, ~709).
+    # Take the best minimum that is a power law with finite parameters, if there is one.
     candidates = [(best, best_f)] + [(theta[i], float(f[i])) for i in keep_idx[1:]]
-    finite = [(t, v) for t, v in candidates if max(t[0], t[1], t[2]) < 700]
+    finite = [(t, v) for t, v in candidates if max(t[0], t[1], t[2]) < 700 and max(t[3], t[4]) <= MAX_EXPONENT]
     if not finite:
         raise ValueError(f"the fit ran away (ln A = {best[0]:.3g}, ln B = {best[1]:.3g}, alpha = {best[3]:.3g}, "
                          f"beta = {best[4]:.3g}): these runs do not constrain E + A/N^alpha + B/D^beta; "
