@@ -309,7 +309,8 @@ def optimal_allocation(fit: dict, C):
 def predict_loss(fit: dict, N, D):
     """L(N, D) = E + A/N^α + B/D^β."""
     N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
-    return fit["E"] + fit["A"] / N ** fit["alpha"] + fit["B"] / D ** fit["beta"]
+    with np.errstate(over="ignore"):  # a run-away bootstrap fit may overflow; callers drop non-finite values
+        return fit["E"] + fit["A"] / N ** fit["alpha"] + fit["B"] / D ** fit["beta"]
 
 
 def fit_approach3(N, D, L, *, delta: float = DELTA, grid: np.ndarray | None = None,

@@ -43,12 +43,20 @@ run_dataset prose "${prose[@]}" &
 run_dataset code "${code[@]}" &
 wait %1 && wait %2
 
-stamp "analysis: $PY -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out $OUT"
-"$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out "$OUT" --project 5.76e23 1e14 --bootstrap 1000 | tee "$OUT/summary.txt"
-mkdir -p "$OUT/non_embedding"
-stamp "analysis (non-embedding N): --params non_embedding --out $OUT/non_embedding"
-"$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --out "$OUT/non_embedding" --params non_embedding \
-    --project 5.76e23 1e14 --bootstrap 1000 | tee "$OUT/non_embedding/summary.txt"
+# Headline fit: Approach 2 through the budgets whose isoFLOP minimum lies inside the sizes run (the smallest
+# budgets' minima fall below the smallest model a 2048-token vocab allows); then all budgets, and
+# non-embedding N (Pearce & Song 2024), for comparison.
+A=("$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --project 5.76e23 1e14 --bootstrap 1000)
+stamp "analysis: ${A[*]} --inside-grid-only --out $OUT"
+"${A[@]}" --inside-grid-only --out "$OUT" | tee "$OUT/summary.txt"
+mkdir -p "$OUT/all_budgets" "$OUT/non_embedding"
+stamp "analysis: ${A[*]} --out $OUT/all_budgets"
+"${A[@]}" --out "$OUT/all_budgets" | tee "$OUT/all_budgets/summary.txt"
+stamp "analysis: ${A[*]} --inside-grid-only --params non_embedding --out $OUT/non_embedding"
+"${A[@]}" --inside-grid-only --params non_embedding --out "$OUT/non_embedding" | tee "$OUT/non_embedding/summary.txt"
+for ds in prose code; do  # progress bars end their lines with \r
+    tr '\r' '\n' < "outputs/sweep-$ds.log" | grep -a "sweep efficiency" | sed "s/^/$ds: /"
+done > "$OUT/efficiency.txt" || true
 for ds in prose code; do
     "$PY" -m sweep.status "outputs/cpu-$ds" > "$OUT/status-$ds.txt"
     cp "outputs/cpu-$ds/plan.json" "$OUT/plan-$ds.json"
