@@ -80,9 +80,10 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
         v = p[which]
         ax.axvline(p["flops"], color="grey", lw=0.8, ls=":")
         ci = p.get(f"{which}_ci")
-        if ci:
-            ax.errorbar([p["flops"]], [v], yerr=[[v - ci[0]], [ci[1] - v]], fmt="none", ecolor="crimson",
-                        capsize=3, lw=1)
+        if ci and all(np.isfinite(ci)):
+            # a percentile interval need not contain the point estimate: clip, never a negative bar
+            ax.errorbar([p["flops"]], [v], yerr=[[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]], fmt="none",
+                        ecolor="crimson", capsize=3, lw=1)
         ax.scatter([p["flops"]], [v], marker="*", s=120, color="crimson", zorder=4, gid="projection")
         # alternate sides so that labels of nearby budgets do not overprint each other
         ax.annotate(human(v), (p["flops"], v), textcoords="offset points", xytext=(-8, 8) if i % 2 == 0 else (8, -14),

@@ -375,3 +375,20 @@ def test_inside_grid_only_drops_extrapolated_vertices(tmp_path):
     assert inside["a"] == pytest.approx(alone["a"], rel=1e-12) and inside["b"] == pytest.approx(alone["b"], rel=1e-12)
     proc = run_cli(f, "--inside-grid-only", "--bootstrap", 0, "--out", tmp_path / "cli")
     assert proc.returncode == 0 and "dropped 1e+21: vertex outside the sizes run" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("ci", [[2e11, 3e11], [1e10, float("inf")]])
+def test_projection_interval_not_containing_the_estimate_is_drawn(ci):
+    """A bootstrap percentile interval can miss the point estimate (or reach inf when a resampled
+    exponent is wild): the figure must still be drawn (matplotlib refuses negative error bars)."""
+    import matplotlib.pyplot as plt
+
+    from analysis import approach2
+
+    fit = {"a": 0.5, "a_intercept": -0.5, "b": 0.5, "b_intercept": 0.5}
+    fig, ax = plt.subplots()
+    plots._projection_panel(ax, [1e18, 1e19], [1e8, 3e8], ["k", "k"], fit, approach2.predict, "N",
+                            [{"flops": 1e24, "N": 1e11, "N_ci": ci}], "t")
+    fig.canvas.draw()
+    assert [a.get_gid() for a in ax.collections].count("projection") == 1
+    plt.close(fig)
