@@ -76,7 +76,8 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
     ax.plot(c_line, line, color="black", lw=1, ls="--", gid="fit", label=rf"${sym} \propto C^{{{exp:.3f}}}$")
     ax.scatter(c_pts, y_pts, s=size, c=colours, edgecolors="black" if size > 20 else "none", zorder=3,
                gid="optima")
-    for i, p in enumerate(sorted(projections, key=lambda q: q["flops"])):
+    ordered = sorted(projections, key=lambda q: q["flops"])
+    for i, p in enumerate(ordered):
         v = p[which]
         ax.axvline(p["flops"], color="grey", lw=0.8, ls=":")
         ci = p.get(f"{which}_ci")
@@ -85,9 +86,11 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
             ax.errorbar([p["flops"]], [v], yerr=[[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]], fmt="none",
                         ecolor="crimson", capsize=3, lw=1)
         ax.scatter([p["flops"]], [v], marker="*", s=120, color="crimson", zorder=4, gid="projection")
-        # alternate sides so that labels of nearby budgets do not overprint each other
-        ax.annotate(human(v), (p["flops"], v), textcoords="offset points", xytext=(-8, 8) if i % 2 == 0 else (8, -14),
-                    ha="right" if i % 2 == 0 else "left", color="crimson", fontsize=10, fontweight="bold")
+        # alternate sides so that labels of nearby budgets do not overprint each other; the largest budget's
+        # label goes left, inside the axes (on the right it was clipped at the figure's edge)
+        left = i % 2 == 0 or i == len(ordered) - 1
+        ax.annotate(human(v), (p["flops"], v), textcoords="offset points", xytext=(-8, 8) if left else (8, -14),
+                    ha="right" if left else "left", color="crimson", fontsize=10, fontweight="bold")
     ax.set_xscale("log")
     ax.set_yscale("log")
     _decades(ax)
