@@ -47,6 +47,11 @@ def group_budgets(budgets) -> np.ndarray:
     return labels
 
 
+def profile_label(budgets, labels: np.ndarray, budget: float) -> int:
+    """The group_budgets label of the isoFLOP profile that fit_approach2 reports as ``budget``."""
+    return int(labels[np.argmin(np.abs(np.asarray(budgets, dtype=float) - budget))])
+
+
 def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
     """Least squares log10 y = slope * log10 C + intercept."""
     slope, intercept = np.polyfit(log_c, log_y, 1)
@@ -273,7 +278,7 @@ def repeat_noise(budgets, params, losses, fit: dict | None = None) -> dict | Non
         return out
     res_ss, res_dof, runs_per_point = 0.0, 0, []
     for p in fit["parabolas"]:
-        g = labels[np.argmin(np.abs(budgets - p["budget"]))]
+        g = profile_label(budgets, labels, p["budget"])
         mine = [(np.log10(n), np.mean(v), len(v)) for (gg, n), v in points.items() if gg == g]
         x, m, k = (np.array(c, dtype=float) for c in zip(*mine))
         depth = float((m.max() - m.min()) / sigma)

@@ -101,6 +101,11 @@ def skip_reason(row: dict) -> str | None:
     return None
 
 
+def is_isoflop(row: dict) -> bool:
+    """A grid point of an isoFLOP profile; a sweep's extra token horizons (Approach 1) are not."""
+    return row["kind"] != "horizon"
+
+
 def split_usable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """(rows to fit, skipped rows); each skipped row gets a "skip_reason"."""
     usable, skipped = [], []

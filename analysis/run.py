@@ -25,7 +25,7 @@ import numpy as np
 from analysis import approach1, approach2, approach3
 from sweep.store import fault_point
 from analysis.compare import agreement, approach2_bias
-from analysis.results import Dataset, load_dataset, parse_input
+from analysis.results import Dataset, is_isoflop, load_dataset, parse_input
 from analysis.stats import CI_LEVEL, counts_within_groups, dirichlet_weights, percentile_ci, run_counts
 
 FIT_FILE = "fit.json"
@@ -132,7 +132,7 @@ def _fit_approach2(usable, N, project, n_boot, rng, level, inside_grid_only=Fals
                    if not (p["inside_grid"] and q["inside_grid"])]
         if outside:
             labels = approach2.group_budgets(args[0])
-            drop = {labels[int(np.argmin(np.abs(np.asarray(args[0]) - c)))] for c in outside}
+            drop = {approach2.profile_label(args[0], labels, c) for c in outside}
             keep = [i for i, g in enumerate(labels) if g not in drop]
             args = tuple([a[i] for i in keep] for a in args)
             dropped = fit["dropped"] + [{"budget": c, "reason": "vertex outside the sizes run (--inside-grid-only)"}
@@ -200,7 +200,7 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
            "approaches_skipped": {}}
     # Approach 2's isoFLOP profiles are the grid runs; a sweep's extra token horizons (kind "horizon",
     # for Approach 1) were trained to other budgets and only feed Approaches 1 and 3.
-    iso = [i for i, r in enumerate(usable) if r.get("kind", "isoflop") != "horizon"]
+    iso = [i for i, r in enumerate(usable) if is_isoflop(r)]
     iso_rows, iso_N = [usable[i] for i in iso], [N[i] for i in iso]
     if len(iso) < len(usable):
         out["notes"].append(f"{len(usable) - len(iso)} horizon runs (Approach 1) left out of the isoFLOP profiles")

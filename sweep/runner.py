@@ -48,10 +48,10 @@ def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[Run
 def refine_centres(sweep_dir: Path) -> dict:
     """Each budget's fitted optimum N from the finished runs of a first pass (Approach 2 vertices)."""
     from analysis.approach2 import fit_approach2
-    from analysis.results import load_results, split_usable
+    from analysis.results import is_isoflop, load_results, split_usable
 
     usable, _ = split_usable(load_results(sweep_dir))
-    usable = [r for r in usable if r["kind"] != "horizon"]  # Approach 1's extra horizons are not grid points
+    usable = [r for r in usable if is_isoflop(r)]  # Approach 1's extra horizons are not grid points
     try:
         fit = fit_approach2([r["budget"] for r in usable], [r["params"] for r in usable],
                             [r["tokens"] for r in usable], [r["loss"] for r in usable])
