@@ -17,6 +17,9 @@ excluded: pass an already trained tokenizer folder (any prepared data dir has on
 
 Runs alternate (raw, pipeline, raw, ...) so that load from other users of a shared machine hits both alike.
 Both the medians and the best runs are compared: on a shared machine the best of N is the least disturbed.
+Every run is a fresh process, as a user runs ``prepare_data.py``: repeated ``prepare()`` calls in one process
+slow down ~3% each (each builds a new ``tokenizers.Tokenizer``, and the library keeps ~10-20 MB of each one
+alive), which measured that artifact rather than the pipeline.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +76,22 @@ def bench_pipeline(cfg: DataConfig) -> tuple[int, float, float]:
         return read_manifest(out)["tokens"], wall, stats["seconds_tokenize_write"]
 
 
+def child(a, cfg: DataConfig) -> None:
+    """One measured run in this (fresh) process; prints one JSON line."""
+    if a.one == "raw":
+        n, s = bench_raw(Path(a.tokenizer) / "tokenizer.json", selected_texts(cfg))  # reading is not timed
+        print(json.dumps({"tokens": n, "seconds": s}))
+    else:
+        n, wall, stream = bench_pipeline(DataConfig(**{**cfg.__dict__, "num_proc": int(a.one)}))
+        print(json.dumps({"tokens": n, "seconds": stream, "wall": wall}))
+
+
+def run_child(what) -> dict:
+    argv = [a for a in sys.argv[1:]]
+    out = subprocess.run([sys.executable, __file__, *argv, "--one", str(what)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", default="c4", choices=sorted(SOURCES))
@@ -80,11 +101,14 @@ def main() -> None:
     ap.add_argument("--num-proc", type=int, nargs="+", default=[0], help="data.num_proc values to compare")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measured run (raw or a num_proc value)
     a = ap.parse_args()
     Path("data_cache").mkdir(exist_ok=True)
 
     cfg = DataConfig(source=a.source, path=a.path, tokenizer=a.tokenizer, languages=a.languages, max_tokens=0,
                      progress=False, subset="en" if a.source == "c4" else None)
+    if a.one is not None:
+        return child(a, cfg)
     texts = selected_texts(cfg)
     mb = sum(len(t.encode()) for t in texts) / 1e6
     print(f"{len(texts)} documents, {mb:.1f} MB of text; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -92,17 +116,21 @@ def main() -> None:
     ratios = {p: [] for p in a.num_proc}  # per round: pipeline / the raw run beside it
     for r in range(a.repeats):
         order = ["raw", *a.num_proc] if r % 2 == 0 else [*a.num_proc, "raw"]  # alternate, against drift
-        got = {}
+        got, toks = {}, {}
         for what in order:
+            r1 = run_child(what)  # a fresh process per run
+            toks[what] = r1["tokens"]
             if what == "raw":
-                n, s = bench_raw(Path(a.tokenizer) / "tokenizer.json", texts)
+                n, s = r1["tokens"], r1["seconds"]
                 got["raw"] = n / s
                 print(f"  raw encode_batch    {n:>12,} tokens {s:7.2f} s {n / s:>10,.0f} tokens/s {mb / s:6.2f} MB/s", flush=True)
             else:
-                n2, wall, stream = bench_pipeline(DataConfig(**{**cfg.__dict__, "num_proc": what}))
+                n2, wall, stream = r1["tokens"], r1["wall"], r1["seconds"]
                 got[what] = (n2 / stream, n2 / wall)
                 print(f"  pipeline num_proc={what} {n2:>12,} tokens {stream:7.2f} s {n2 / stream:>10,.0f} tokens/s {mb / stream:6.2f} MB/s"
                       f"   (end to end {wall:.1f} s: {n2 / wall:,.0f} tokens/s)", flush=True)
+        if len(set(toks.values())) != 1:  # both sides must have tokenized exactly the same documents
+            raise SystemExit(f"token counts differ between raw and pipeline: {toks}")
         raw.append(got["raw"])
         for p in a.num_proc:
             pipe[p].append(got[p][0])

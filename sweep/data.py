@@ -47,6 +47,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
@@ -62,7 +63,7 @@ MANIFEST_VERSION = 2
 C4_HUB_ID = "allenai/c4"
 GITHUB_CODE_HUB_ID = "codeparrot/github-code-clean"
 GITHUB_CODE_COLUMNS = ["code", "repo_name", "path", "language", "license"]
-BATCH_CHARS = 1 << 18  # text per tokenizer task (x32 for the in-process threads): amortises the hand-off, still streams
+BATCH_CHARS = 1 << 18  # text per tokenizer task (x4 for the in-process threads): amortises the hand-off, still streams
 VERIFIED_STAMP = ".verified.json"  # which shards have passed sha256, keyed by (size, mtime, inode)
 
 
@@ -82,7 +83,7 @@ class DataConfig:
     shuffle_buffer: Optional[int] = None  # seeded shuffle; 0 = the source's own order; None = source default (stdlib: 0, else 10,000)
     tokenizer_train_bytes: int = 8_000_000  # 'bpe:' trains on the first this many characters of the selected training docs
     max_shard_tokens: int = 1 << 28  # start a new shard (at a document boundary) past this many tokens
-    num_proc: int = 0  # tokenizer worker processes; 0 = none: encode_batch's own threads use every core (best on few cores)
+    num_proc: int = 0  # tokenizer worker processes; 0 = none: one thread per core in this process (best on few cores)
     progress: bool = True  # tqdm bars for reading, tokenizing and writing
     out: Optional[str] = None  # data directory; None = data_cache/<source>-<hash of this config>
     seed: int = 0  # the selection shuffle's seed
@@ -481,26 +482,49 @@ def _encode_in_worker(texts: list[str]):
     return _WORKER(texts)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (a SLURM job's share, not the node's)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _serial_tokenizers():
+    """TOKENIZERS_PARALLELISM=false while the block runs (tokenizers reads it on every call), restored after."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
 def _executor(num_proc: int, tokenizer_json: str, dtype: str, eos: int):
     """(executor, encode function, text per task, tasks in flight).
 
-    num_proc=0 (the default): two threads of this process call encode_batch, which parallelises over the
-    documents of a batch on every core in Rust and releases the GIL.  Turning Encoding objects into arrays
-    (and freeing them) holds the GIL; with two threads one batch is converted while the next is encoded,
-    and the main thread reads in between.  Batches are large (up to 8 MB): encode_batch reusing memory freed
-    by the previous batch costs ~15% more CPU per token on 1 MB batches than on one big one (measured).
-    Fastest on 2 cores (benchmarks/tokenize.md).
-    num_proc=N: N single-threaded worker processes; everything but reading and writing runs in parallel,
-    which scales to many cores (forkserver: no fork of this possibly threaded process).
+    Every task encodes its batch single-threaded and turns it into arrays in the same thread, so that each
+    thread frees only memory it allocated itself.
+
+    num_proc=0 (the default): one thread per usable core in this process.  encode_batch releases the GIL, so the
+    threads encode in parallel; only the conversion to arrays (~5% of the CPU) and the reading are serial.
+    Letting encode_batch parallelise instead (its Rust thread pool, two batches in flight) was as fast when it
+    was fast, but about one run in three on 2 cores took 3x as long with the same output: the pool's threads and
+    the converting thread fought over glibc's malloc arena locks (perf: futex waits in __lll_lock_wait_private;
+    benchmarks/tokenize.md).
+    num_proc=N: N single-threaded worker processes; the conversion is parallel too, at the cost of pickling the
+    text and the ids, which pays off on many cores (forkserver: no fork of this possibly threaded process).
     Results always come back in submission order, so the output does not depend on num_proc.
     """
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     import multiprocessing as mp
 
     if num_proc == 0:
-        if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("false", "0", "off", "no", "n", "f"):
-            log.info("TOKENIZERS_PARALLELISM is off, so tokenization uses one core; data.num_proc=N uses N processes")
-        return ThreadPoolExecutor(max_workers=2), _Encode(tokenizer_json, dtype, eos), 32 * BATCH_CHARS, 3
+        n = _cores()
+        return ThreadPoolExecutor(max_workers=n), _Encode(tokenizer_json, dtype, eos), 4 * BATCH_CHARS, 2 * n
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context(method),
                                initializer=_init_worker, initargs=(tokenizer_json, dtype, eos))
@@ -642,7 +666,8 @@ def prepare(cfg: DataConfig) -> Path:
         tok_json = (tmp / "tokenizer" / "tokenizer.json").read_text()  # exactly what AutoTokenizer will reload
 
         writers = {s: ShardWriter(tmp, s, dtype, cfg.max_shard_tokens) for s in ("train", "val")}
-        tags = _write_streams(cfg, streams, tok_json, np.dtype(dtype).name, tok.eos_token_id, writers)
+        with _serial_tokenizers():  # each task is single-threaded: the parallelism is ours (see _executor)
+            tags = _write_streams(cfg, streams, tok_json, np.dtype(dtype).name, tok.eos_token_id, writers)
         t_done, cpu_done = time.perf_counter(), time.process_time()
         for s, w in writers.items():
             if not w.documents:

@@ -1,5 +1,6 @@
 """C4 and GitHub-code through ``datasets``, on small copies of the hub layouts made in the test (offline)."""
 import json
+import os
 
 import datasets
 import numpy as np
@@ -71,9 +72,11 @@ def test_c4_local_folder_takes_the_hub_code_path(tmp_path, c4_dir, spy_load_data
     assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == m["eos_id"]
 
 
-def test_c4_is_deterministic_whatever_the_parallelism(tmp_path, c4_dir):
+def test_c4_is_deterministic_whatever_the_parallelism(tmp_path, c4_dir, monkeypatch):
     folder, _ = c4_dir
-    a = prepare(c4_cfg(folder, tmp_path / "a"))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    a = prepare(c4_cfg(folder, tmp_path / "a"))  # threads, each encoding single-threaded
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"  # the user's setting is back after tokenization
     b = prepare(c4_cfg(folder, tmp_path / "b", num_proc=2))  # worker processes instead of threads
     assert shas(a) == shas(b)
     c = prepare(c4_cfg(folder, tmp_path / "c", seed=1))  # another seed: the same documents, shuffled differently
