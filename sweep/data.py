@@ -512,7 +512,7 @@ def _executor(num_proc: int, tokenizer_json: str, dtype: str, eos: int):
     num_proc=0 (the default): one thread per usable core in this process.  encode_batch releases the GIL, so the
     threads encode in parallel; only the conversion to arrays (~5% of the CPU) and the reading are serial.
     Letting encode_batch parallelise instead (its Rust thread pool, two batches in flight) was as fast when it
-    was fast, but about one run in three on 2 cores took 3x as long with the same output: the pool's threads and
+    was fast, but about one run in five on 2 cores took 3x as long with the same output: the pool's threads and
     the converting thread fought over glibc's malloc arena locks (perf: futex waits in __lll_lock_wait_private;
     benchmarks/tokenize.md).
     num_proc=N: N single-threaded worker processes; the conversion is parallel too, at the cost of pickling the
