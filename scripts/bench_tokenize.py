@@ -18,7 +18,7 @@ excluded: pass an already trained tokenizer folder (any prepared data dir has on
 Runs alternate (raw, pipeline, raw, ...) so that load from other users of a shared machine hits both alike.
 Both the medians and the best runs are compared: on a shared machine the best of N is the least disturbed.
 Every run is a fresh process, as a user runs ``prepare_data.py``: repeated ``prepare()`` calls in one process
-slow down ~3% each (each builds a new ``tokenizers.Tokenizer``, and the library keeps ~10-20 MB of each one
+slow down ~3% each (each builds a new ``tokenizers.Tokenizer``, and the library keeps ~12 MB of each one
 alive), which measured that artifact rather than the pipeline.
 """
 from __future__ import annotations
@@ -87,8 +87,8 @@ def child(a, cfg: DataConfig) -> None:
 
 
 def run_child(what) -> dict:
-    argv = [a for a in sys.argv[1:]]
-    out = subprocess.run([sys.executable, __file__, *argv, "--one", str(what)], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(what)], check=True, capture_output=True,
+                         text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -92,8 +92,8 @@ class DataConfig:
         validate(self)
 
 
-# fields that do not change the data; everything else is part of the config hash
-_NOT_HASHED = ("out", "num_proc", "progress")
+# fields that do not change the data; everything else is part of the config hash (and of a sweep's identity)
+NOT_HASHED = ("out", "num_proc", "progress")
 
 
 def validate(cfg: DataConfig) -> None:
@@ -618,7 +618,7 @@ def sha256_file(path: Path) -> str:
 # preparation
 
 def config_hash(cfg: DataConfig) -> str:
-    d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
+    d = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
     d["python"] = sys.version.split()[0] if cfg.source == "stdlib_code" and not cfg.path else None
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -28,6 +28,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.data import NOT_HASHED
+
 log = logging.getLogger(__name__)
 
 
@@ -63,9 +65,9 @@ def sweep_identity(cfg: DictConfig) -> dict:
     return out
 
 
-# keys that change how a sweep runs or reports, not what it trains (the data dir's own hash ignores the same)
+# keys that change how a sweep runs or reports, not what it trains; of data, those the data dir's hash ignores
 NOT_IDENTITY = {"sweep.name", "sweep.dry_run", "sweep.retry_failed", "sweep.allow_config_change",
-                "sweep.assumed_flops_per_s", "sweep.refine", "data.out", "data.num_proc", "data.progress"}
+                "sweep.assumed_flops_per_s", "sweep.refine"} | {f"data.{k}" for k in NOT_HASHED}
 
 
 def _check_identity(cfg: DictConfig, sweep_dir: Path) -> dict:
