@@ -21,6 +21,7 @@ smoke: install
 	$(PY) -m sweep +experiment=smoke
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # benchmarks/cpu_sweep/: isoFLOP sweeps on prose and code from ../shared/corpora (~1-1.5 h on 2 cores)

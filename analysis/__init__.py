@@ -9,7 +9,9 @@ from analysis.approach1 import fit_approach1
 from analysis.approach2 import fit_approach2, predict
 from analysis.approach3 import fit_approach3, optimal_allocation
 from analysis.results import NoResultsError, load_dataset, load_results, split_usable
-from analysis.run import analyze, fit_dataset, format_summary
+from analysis.fit import fit_dataset
+from analysis.run import analyze
+from analysis.summary import format_summary
 
 __all__ = ["analyze", "fit_approach1", "fit_approach2", "fit_approach3", "fit_dataset", "format_summary",
            "load_dataset", "load_results", "NoResultsError", "optimal_allocation", "predict", "split_usable"]

@@ -27,7 +27,7 @@ class AnalyzeOnMultirunEnd(Callback):
         self.kwargs = {"n_boot": int(bootstrap), "project": [float(c) for c in project], "params": str(params)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("sweep") is not None and config.sweep.get("dry_run"):
+        if config.get("launch") is not None and config.launch.get("dry_run"):
             return  # a dry run only prints the plan
         try:
             sweep_dir = str(config.hydra.sweep.dir)
@@ -45,9 +45,10 @@ class AnalyzeOnMultirunEnd(Callback):
         log.info("analysis: wrote %s/%s\n%s", sweep_dir, FIT_FILE, format_summary(result))
         if config.get("wandb") is not None and config.wandb.get("enabled"):
             try:
-                from analysis.wandb_report import log_analysis_run
-                from sweep.runner import section
+                from omegaconf import OmegaConf
 
-                log_analysis_run(result, Path(sweep_dir), section(config, "wandb"), str(config.sweep.name))
+                from analysis.wandb_report import log_analysis_run
+
+                log_analysis_run(result, Path(sweep_dir), OmegaConf.to_object(config.wandb), str(config.sweep.name))
             except Exception:  # noqa: BLE001 - the fit is on disk; wandb trouble must not fail the sweep
                 log.exception("analysis: logging the fit to wandb failed")

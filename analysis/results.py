@@ -11,8 +11,10 @@ Every row is normalised to
     {run_id, status, budget, flops, params, params_non_embedding, tokens, tokens_derived,
      flops_derived, loss, bytes_per_token, kind}
 
-`kind` is "isoflop" for a grid point and "horizon" for a sweep's extra token horizon (Approach 1);
-horizon runs are left out of Approach 2's isoFLOP profiles.  Files without a kind column are grid points.
+`kind` is the run's kind (sweep/runid.py): "grid" for a point of an isoFLOP profile, "horizon" for a
+sweep's extra token horizon (Approach 1), and so on.  Each approach selects the runs it uses by an
+allowlist of kinds (APPROACH2_KINDS).  Files without a kind column are grid points; "isoflop" is read as
+"grid" (the name before spec version 2).
 
 External files carry no status, so their rows are "done".  `budget` (the isoFLOP profile a run
 belongs to) is optional: without it Approach 2 cannot group runs.  `flops` (the run's compute) is
@@ -33,6 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sweep.plan import spec_kind
+from sweep.rundir import RESULT_FILE, read_metrics, read_result
+
+# The runs each approach fits, by kind.  Approach 2's isoFLOP profiles are grid points (and the cooldown forks
+# that stand for them); Approaches 1 and 3 use every finished run of these kinds.
+APPROACH2_KINDS = ("grid", "fork")
+FIT_KINDS = ("grid", "horizon", "fork")
+
 # Accepted column names, matched case-insensitively, first match wins.
 ALIASES = {
     "budget": ("budget", "compute_budget", "c"),
@@ -44,7 +54,7 @@ ALIASES = {
     "bytes_per_token": ("bytes_per_token",),
     "run_id": ("run_id",),
     "status": ("status",),
-    "kind": ("kind",),  # isoflop (a grid point) | horizon (an extra token horizon for Approach 1)
+    "kind": ("kind",),  # grid (a point of an isoFLOP profile) | horizon (an extra token horizon for Approach 1) | ...
 }
 FIX = "pass a sweep dir (with <run>/result.json files), a results CSV or a JSON list of records"
 CSV_COLUMNS = "params, loss, and tokens or flops, plus an optional budget"
@@ -73,7 +83,7 @@ def _positive(v) -> bool:
 
 
 def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non_embedding=None,
-             tokens=None, loss=None, bytes_per_token=None, kind="isoflop") -> dict:
+             tokens=None, loss=None, bytes_per_token=None, kind="grid") -> dict:
     budget, flops, params, pne, tokens, loss, bpt = (
         _float(v) for v in (budget, flops, params, params_non_embedding, tokens, loss, bytes_per_token))
     if flops is None:
@@ -86,7 +96,7 @@ def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non
     return {"run_id": str(run_id), "status": str(status), "budget": budget, "flops": flops,
             "params": params, "params_non_embedding": pne, "tokens": tokens, "tokens_derived": derived,
             "flops_derived": flops_derived, "loss": loss, "bytes_per_token": bpt if _positive(bpt) else None,
-            "kind": str(kind or "isoflop")}
+            "kind": spec_kind({"kind": kind})}
 
 
 def skip_reason(row: dict) -> str | None:
@@ -99,11 +109,6 @@ def skip_reason(row: dict) -> str | None:
         if not _positive(row[key]):
             return f"{key} missing or not positive"
     return None
-
-
-def is_isoflop(row: dict) -> bool:
-    """A grid point of an isoFLOP profile; a sweep's extra token horizons (Approach 1) are not."""
-    return row["kind"] != "horizon"
 
 
 def split_usable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -119,61 +124,24 @@ def split_usable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# bytes per token (for bits per byte)
-
-
-def _find_manifest(data_path: str, sweep_dir: Path) -> Path | None:
-    """The prepared data dir's manifest.json: the path as recorded, else relative to the working dir,
-    else relative to the sweep dir or one of its parents (result.json records the path as the
-    trainer saw it, usually relative to the repository root)."""
-    p = Path(data_path)
-    candidates = [p] if p.is_absolute() else [p] + [d / p for d in (sweep_dir, *sweep_dir.resolve().parents)]
-    for c in candidates:
-        if (c / "manifest.json").is_file():
-            return c / "manifest.json"
-    return None
-
-
-def _bytes_per_token(data_path, sweep_dir: Path, cache: dict) -> float | None:
-    if not isinstance(data_path, str) or not data_path:
-        return None
-    if data_path not in cache:
-        value = None
-        manifest = _find_manifest(data_path, sweep_dir)
-        if manifest is not None:
-            try:
-                value = _float(json.loads(manifest.read_text()).get("bytes_per_token"))
-            except (OSError, json.JSONDecodeError, AttributeError):
-                value = None
-        cache[data_path] = value if _positive(value) else None
-    return cache[data_path]
-
-
-# ---------------------------------------------------------------------------------------------
 # sources
 
 
 def _from_sweep_dir(path: Path) -> list[dict]:
-    rows, cache = [], {}
-    for f in path.glob("*/result.json"):
+    rows = []
+    for f in path.glob(f"*/{RESULT_FILE}"):
         try:
-            rec = json.loads(f.read_text())
-            if not isinstance(rec, dict):
-                raise ValueError
-        except (OSError, ValueError):
+            rec = read_result(f.parent, strict=True)
+        except ValueError:
             # The trainer writes atomically, so this is a copy gone wrong; report it as skipped.
             rows.append(make_row(f.parent.name, "unreadable"))
             continue
-        data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
-        spec = rec.get("spec") if isinstance(rec.get("spec"), dict) else {}
         rows.append(make_row(
-            rec.get("run_id") or f.parent.name, rec.get("status", "unknown"),
-            budget=rec.get("budget"), flops=rec.get("flops"), params=rec.get("params"),
-            params_non_embedding=rec.get("params_non_embedding"), tokens=rec.get("tokens"),
-            loss=rec.get("final_val_loss"),
-            bytes_per_token=_bytes_per_token(data.get("path"), path, cache), kind=spec.get("kind")))
+            rec.run_id or f.parent.name, rec.status, budget=rec.budget, flops=rec.flops, params=rec.params,
+            params_non_embedding=rec.params_non_embedding, tokens=rec.tokens, loss=rec.final_val_loss,
+            bytes_per_token=rec.bytes_per_token, kind=rec.kind))
     if not rows:
-        raise NoResultsError(f"no */result.json under {path}; run the sweep first or {FIX}")
+        raise NoResultsError(f"no */{RESULT_FILE} under {path}; run the sweep first or {FIX}")
     return sorted(rows, key=lambda r: r["run_id"])
 
 
@@ -196,7 +164,7 @@ def _from_records(records: list[dict], path: Path) -> list[dict]:
         rows.append(make_row(get("run_id") or f"row{i}", get("status") or "done",
                              **{f: get(f) for f in ("budget", "flops", "params", "params_non_embedding",
                                                     "tokens", "loss", "bytes_per_token")},
-                             kind=get("kind") or "isoflop"))
+                             kind=get("kind")))
     return rows
 
 
@@ -253,22 +221,12 @@ class Curve:
     loss: np.ndarray
 
 
-def read_curve(path: Path, run_id: str, final_tokens=None, final_flops=None) -> Curve | None:
-    """Parse metrics.jsonl (append-only; a half-written last line is ignored).  Lines without a
-    finite positive flops/loss are skipped.  tokens, when missing, scale with FLOPs from the run's
-    final (flops, tokens).  None when fewer than 3 points remain."""
+def read_curve(run_dir: Path, run_id: str, final_tokens=None, final_flops=None) -> Curve | None:
+    """The run's metrics.jsonl as a curve.  Records without a finite positive flops/loss are skipped;
+    tokens, when missing, scale with FLOPs from the run's final (flops, tokens).  None when fewer than 3
+    points remain."""
     pts = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict):
-            continue
+    for rec in read_metrics(run_dir):
         c, l, t = _float(rec.get("flops")), _float(rec.get("loss")), _float(rec.get("tokens"))
         if _positive(c) and _positive(l):
             pts.append((c, t, l))
@@ -291,11 +249,9 @@ def load_curves(sweep_dir, rows: list[dict]) -> dict[str, Curve]:
     sweep_dir = Path(sweep_dir)
     curves = {}
     for row in split_usable(rows)[0]:
-        f = sweep_dir / row["run_id"] / "metrics.jsonl"
-        if f.is_file():
-            curve = read_curve(f, row["run_id"], row["tokens"], row["flops"])
-            if curve is not None:
-                curves[row["run_id"]] = curve
+        curve = read_curve(sweep_dir / row["run_id"], row["run_id"], row["tokens"], row["flops"])
+        if curve is not None:
+            curves[row["run_id"]] = curve
     return curves
 
 

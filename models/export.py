@@ -1,4 +1,4 @@
-"""Export a trained `models.transformer.Transformer` to a Hugging Face `LlamaForCausalLM` folder.
+"""Our `models.transformer.Transformer` weights as a Hugging Face `LlamaForCausalLM` folder.
 
 The model already uses Llama's architecture, parameter layout and rotate-half RoPE, so the export is
 an explicit rename of every weight (no permutation of wq/wk):
@@ -11,35 +11,19 @@ an explicit rename of every weight (no permutation of wq/wk):
     norm.weight                              -> model.norm.weight
     output.weight                            -> lm_head.weight  (omitted when tied: HF re-ties it on load)
 
-Sources, as the trainer writes them:
-    <run dir>/weights.pt                  torch.save({"model_config": ModelConfig.to_dict(), "model": state_dict})
-    <run dir>/checkpoints/step_<n>.pt     the same two keys (+ "optimizer", "step", ...); the newest is used
-                                          when the run has no weights.pt
-    a path to either kind of .pt file
-
-Files are read only with ``torch.load(path, map_location="cpu", weights_only=True)``.
-
-The tokenizer (optional) comes from ``--tokenizer DIR``, else ``<run dir>/tokenizer``, else the data
-directory recorded in the run's ``result.json`` (``data.path``/tokenizer); its files are copied next
-to the weights so ``AutoTokenizer.from_pretrained(out)`` works too.
-
-The folder is written into a temporary sibling and renamed into place, so a failed export leaves nothing.
-
-Usage:
-    python -m models.export <run dir | .pt file> --out <dir> [--tokenizer DIR] [--force]
-then:
-    LlamaForCausalLM.from_pretrained(<dir>)
+A weights file is ``torch.save({"model_config": ModelConfig.to_dict(), "model": state_dict})`` (more keys, as in
+a training checkpoint, are ignored); it is read only with ``torch.load(path, map_location="cpu", weights_only=True)``.
+``write_hf`` writes the folder into a temporary sibling and renames it into place, so a failed export leaves
+nothing.  Which file of a run directory to export, and its tokenizer, is the sweep's business:
+``python -m sweep.export`` (sweep/export.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import pickle
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,7 +39,6 @@ if TYPE_CHECKING:  # transformers is imported lazily: it is slow, and the error 
 REQUIRED_KEYS = ("model_config", "model")
 # files a tokenizer folder may hold that must never overwrite the exported model's own files
 _MODEL_FILES = re.compile(r"(config\.json|generation_config\.json|.*\.safetensors|.*\.safetensors\.index\.json|.*\.bin|.*\.pt)")
-_STEP_FILE = re.compile(r"step_(\d+)\.pt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,34 +184,12 @@ def to_hf(model_or_state: Transformer | Mapping[str, torch.Tensor], cfg: ModelCo
 
 
 # ---------------------------------------------------------------------------------------------
-# sources
+# weights files and HF folders
 
 
-def _step(p: Path) -> int:
-    return int(_STEP_FILE.fullmatch(p.name).group(1))
-
-
-def resolve_source(src: str | os.PathLike) -> Path:
-    """The .pt file to export: ``src`` itself, ``src/weights.pt``, or the newest ``src/checkpoints/step_*.pt``."""
-    p = Path(src)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p} does not exist; pass a run directory (with weights.pt or "
-                                f"checkpoints/step_*.pt) or a .pt file")
-    if (p / "weights.pt").is_file():
-        return p / "weights.pt"
-    for d in (p / "checkpoints", p):  # a run dir, or its checkpoints/ folder given directly
-        ckpts = [c for c in d.glob("step_*.pt") if c.is_file() and _STEP_FILE.fullmatch(c.name)]
-        if ckpts:
-            return max(ckpts, key=_step)
-    raise FileNotFoundError(f"{p} has no weights.pt and no checkpoints/step_*.pt; pass a run directory that "
-                            f"has trained (or a .pt file)")
-
-
-def load_source(src: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
-    """(config, state_dict, the .pt file read) for a run directory or a .pt file."""
-    path = resolve_source(src)
+def load_weights(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(config, state_dict) of a weights or checkpoint file."""
+    path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
@@ -246,7 +207,7 @@ def load_source(src: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Te
         cfg = ModelConfig.from_dict(obj["model_config"])
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: bad model_config: {e}") from None
-    return cfg, _strip_wrappers(obj["model"]), path
+    return cfg, _strip_wrappers(obj["model"])
 
 
 def _brief(e: BaseException) -> str:
@@ -258,68 +219,27 @@ def _brief(e: BaseException) -> str:
     return lines[0].split(". ")[0] if lines else type(e).__name__
 
 
-def _run_dir(pt: Path) -> Path:
-    """The run directory a .pt file belongs to (checkpoints/step_N.pt sits one level down)."""
-    return pt.parent.parent if pt.parent.name == "checkpoints" else pt.parent
-
-
-def find_tokenizer(run_dir: Path) -> Path | None:
-    """``<run dir>/tokenizer``, else the tokenizer of the data directory named in ``result.json``."""
-    if (run_dir / "tokenizer").is_dir():
-        return run_dir / "tokenizer"
-    result = run_dir / "result.json"
-    if not result.is_file():
-        return None
-    try:
-        data = json.loads(result.read_text()).get("data") or {}
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return None
-    candidates = []
-    for key, sub in (("path", "tokenizer"), ("tokenizer", "")):  # data dir's tokenizer/, or a local tokenizer folder
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, str) and value:
-            p = Path(value)
-            bases = [p] if p.is_absolute() else [Path.cwd() / p, run_dir / p]
-            candidates += [b / sub if sub else b for b in bases]
-    for c in candidates:
-        if (c / "tokenizer_config.json").is_file() or (c / "tokenizer.json").is_file():
-            return c
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# export
-
-
-def export(src: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
-           overwrite: bool = False) -> Path:
-    """Write a `LlamaForCausalLM.from_pretrained`-loadable folder (safetensors) to ``out_dir``; returns it.
-
-    ``src``: a run directory or a .pt file (see the module docstring). ``tokenizer``: a tokenizer folder
-    to copy in; None looks for one next to the run. ``overwrite``: replace an existing ``out_dir``.
-    """
+def write_hf(cfg: ModelConfig, state: Mapping[str, torch.Tensor], out_dir: str | os.PathLike,
+             tokenizer_dir: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write a `LlamaForCausalLM.from_pretrained`-loadable folder (safetensors) of these weights to ``out_dir``,
+    with the tokenizer of ``tokenizer_dir`` copied in (``AutoTokenizer.from_pretrained(out)`` works too)."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; remove it, choose another --out, or pass --force")
-    cfg, state, pt = load_source(src)
-
-    tok_dir, tok = None, None
-    if tokenizer is not None:
-        tok_dir = Path(tokenizer)
-        if not tok_dir.is_dir():
-            raise FileNotFoundError(f"tokenizer folder {tok_dir} does not exist; pass a folder written by "
+    tok = None
+    if tokenizer_dir is not None:
+        tokenizer_dir = Path(tokenizer_dir)
+        if not tokenizer_dir.is_dir():
+            raise FileNotFoundError(f"tokenizer folder {tokenizer_dir} does not exist; pass a folder written by "
                                     f"tokenizer.save_pretrained (e.g. <data dir>/tokenizer)")
-    else:
-        tok_dir = find_tokenizer(_run_dir(pt))
-    if tok_dir is not None:
         from transformers import AutoTokenizer
 
         try:
-            tok = AutoTokenizer.from_pretrained(str(tok_dir))
+            tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         except Exception as e:  # noqa: BLE001 - any failure means "not a usable tokenizer folder"
-            raise ValueError(f"{tok_dir} is not a loadable tokenizer folder ({_brief(e)}); pass --tokenizer DIR") from None
+            raise ValueError(f"{tokenizer_dir} is not a loadable tokenizer folder ({_brief(e)}); pass --tokenizer DIR") from None
         if len(tok) > cfg.vocab_size:
-            raise ValueError(f"tokenizer {tok_dir} has {len(tok)} tokens but the model's vocab_size is "
+            raise ValueError(f"tokenizer {tokenizer_dir} has {len(tok)} tokens but the model's vocab_size is "
                              f"{cfg.vocab_size}; pass the tokenizer the run was trained with")
 
     model = to_hf(state, cfg)
@@ -335,8 +255,8 @@ def export(src: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: str | 
     old = None
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        if tok_dir is not None:
-            for f in sorted(tok_dir.iterdir()):
+        if tokenizer_dir is not None:
+            for f in sorted(tokenizer_dir.iterdir()):
                 if f.is_file() and not _MODEL_FILES.fullmatch(f.name):
                     shutil.copy2(f, tmp / f.name)
         if out.exists():  # overwrite: move the old folder aside first, so `out` is never half-written
@@ -352,28 +272,3 @@ def export(src: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: str | 
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.export",
-                                     description="Export a trained run to a Hugging Face LlamaForCausalLM folder.")
-    parser.add_argument("src", help="run directory (weights.pt or checkpoints/step_*.pt) or a .pt file")
-    parser.add_argument("--out", required=True, help="folder to write (must not exist unless --force)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer folder to copy in (default: <run>/tokenizer or the run's data dir)")
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Writing model shards" bar on stderr
-    try:
-        out = export(args.src, args.out, tokenizer=args.tokenizer, overwrite=args.force)
-    except (OSError, ValueError, RuntimeError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr)  # one line, exit 2 like argparse
-        return 2
-    has_tok = any(out.glob("tokenizer*.json"))
-    print(f"wrote {out} (LlamaForCausalLM, safetensors{', with tokenizer' if has_tok else ''})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ It times whole optimizer steps (forward, backward, AdamW) the way sweep/train.py
 autocast, torch.compile and fused AdamW on CUDA; fp32, eager and foreach AdamW on CPU (override with
 --precision / --compile).  Reported per shape: tokens/s, step time, peak memory and MFU.
 
-MFU = achieved FLOP/s / dense bf16 peak (sweep.train.PEAK_BF16_FLOPS).  Two FLOP counts per token:
+MFU = achieved FLOP/s / dense bf16 peak (sweep.device.PEAK_BF16_FLOPS).  Two FLOP counts per token:
     anchor      6·N + 12·L·d·T  (N = all parameters; nanoGPT's estimate_mfu / PaLM App. B, as the
                 reference table in ../shared/reference/README.md counts)
     chinchilla  the exact App. F count the sweep budgets with (models.flops, convention "chinchilla")
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.flops import flops_per_token, param_counts  # noqa: E402
 from models.transformer import ModelConfig, Transformer  # noqa: E402
-from sweep.train import autocast, device_name, fmt_mfu, mfu, peak_flops_per_s, pick_device  # noqa: E402
+from sweep.device import autocast, device_name, fmt_mfu, mfu, peak_flops_per_s, pick_device  # noqa: E402
 
 # (n_layers, d_model, seq_len, batch) of the anchor table (nanoGPT, one H100)
 SHAPES = {

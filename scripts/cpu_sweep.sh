@@ -29,16 +29,16 @@ code=(data=github_code "data.path=$CORPORA/github-code-like" "data.tokenizer=$TO
 run_dataset() {
     local ds=$1; shift
     for refine in false true; do
-        stamp "sweep $ds refine=$refine: $PY -m sweep +experiment=cpu_sweep $* sweep.refine=$refine"
+        stamp "sweep $ds refine=$refine: $PY -m sweep +experiment=cpu_sweep $* launch.refine=$refine"
         local start=$SECONDS
-        "$PY" -m sweep +experiment=cpu_sweep "$@" sweep.refine=$refine >> "outputs/sweep-$ds.log" 2>&1
+        "$PY" -m sweep +experiment=cpu_sweep "$@" launch.refine=$refine >> "outputs/sweep-$ds.log" 2>&1
         stamp "sweep $ds refine=$refine took $((SECONDS - start)) s"
     done
 }
 mkdir -p outputs
 # prepare each dataset once, before the two sweeps start in parallel (a dry run prepares and plans)
-"$PY" -m sweep +experiment=cpu_sweep "${prose[@]}" sweep.dry_run=true > /dev/null
-"$PY" -m sweep +experiment=cpu_sweep "${code[@]}" sweep.dry_run=true > /dev/null
+"$PY" -m sweep +experiment=cpu_sweep "${prose[@]}" launch.dry_run=true > /dev/null
+"$PY" -m sweep +experiment=cpu_sweep "${code[@]}" launch.dry_run=true > /dev/null
 run_dataset prose "${prose[@]}" &
 run_dataset code "${code[@]}" &
 wait %1 && wait %2

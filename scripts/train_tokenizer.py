@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sweep.data import SOURCES, DataConfig, _take_sample, train_bpe  # noqa: E402
+from sweep.data import SOURCES, DataConfig, train_bpe  # noqa: E402
+from sweep.data.tokenize import _take_sample  # noqa: E402
 
 
 def mixed_sample(inputs: list[tuple[str, str]], chars: int, languages: list[str]) -> list[str]:

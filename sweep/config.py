@@ -1,20 +1,37 @@
 """The root config schema.  Each component owns its section's dataclass; this file only assembles them.
 
 YAML files under conf/ hold differences from these defaults; unknown keys are errors (struct mode).
+
+What a sweep trains is decided by ``data``, ``model``, ``recipe`` and ``sweep``: their values (less the
+data keys that do not change the data, and the sweep's name) are the sweep's identity, kept in sweep.json.
+How it runs is ``trainer`` (per run; every result records its device and precision), ``launch`` (the
+sweeper's run-only switches) and ``wandb``: changing those never makes a sweep "another config".
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+import sys
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
 from models.ladder import LadderConfig
-from sweep.data import DataConfig
+from sweep.data.config import NOT_HASHED, DataConfig
 from sweep.plan import RecipeConfig, SweepConfig
 from sweep.tracking import WandbConfig
 from sweep.train import TrainerConfig
+
+
+@dataclass
+class LaunchConfig:
+    """The ``launch`` section: how the sweeper runs a sweep, never what it trains (not part of its identity)."""
+
+    dry_run: bool = False  # print the plan as a table and train nothing
+    refine: bool = False  # re-centre each budget's grid on the optimum fitted from the runs so far, and fill in
+    retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
+    allow_config_change: bool = False  # let a relaunch change the sweep's config (e.g. add budgets) in an existing dir
+    assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
 
 
 @dataclass
@@ -24,16 +41,58 @@ class Config:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run_id: Optional[str] = None  # set per job by the isoFLOP sweeper
 
 
-_SECTIONS = {"data": DataConfig, "model": LadderConfig, "recipe": RecipeConfig, "trainer": TrainerConfig,
-             "sweep": SweepConfig, "wandb": WandbConfig}
+SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.default_factory is not MISSING}
+IDENTITY_SECTIONS = ("data", "model", "recipe", "sweep")
+# run-only keys that moved from `sweep` to `launch`; the old spelling still works, with a warning
+MOVED_TO_LAUNCH = tuple(f.name for f in fields(LaunchConfig))
 
 
 def register() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def section(cfg, name: str):
+    """A typed copy of one config section (each component gets only its own)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(cfg[name])
+
+
+def migrate_overrides(overrides: list[str], warn=None) -> list[str]:
+    """Rewrite the old spellings ``sweep.<key>=...`` of the keys that moved to ``launch``, warning once per key."""
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    out = []
+    for o in overrides:
+        m = re.match(r"^([+~]*)sweep\.(\w+)(=.*)?$", o)
+        if m and m.group(2) in MOVED_TO_LAUNCH:
+            new = f"{m.group(1)}launch.{m.group(2)}{m.group(3) or ''}"
+            warn(f"sweep.{m.group(2)} is deprecated: it moved to launch.{m.group(2)} (use {new})")
+            o = new
+        out.append(o)
+    return out
+
+
+def identity(cfg) -> tuple[dict, dict]:
+    """(identity, defaults): the flattened keys of the identity sections that decide what the sweep trains,
+    and the schema's default for each (a sweep made before a key existed compares as that default)."""
+    from omegaconf import OmegaConf
+
+    ident, defaults = {}, {}
+    for name in IDENTITY_SECTIONS:
+        schema = OmegaConf.to_container(OmegaConf.structured(SECTIONS[name]()))
+        for k, v in OmegaConf.to_container(cfg[name], resolve=True).items():
+            # not what is trained: the data keys the data dir's hash ignores (where it goes, how it is built),
+            # and the sweep's name (which only names its directory)
+            if (name == "data" and k in NOT_HASHED) or (name == "sweep" and k == "name"):
+                continue
+            ident[f"{name}.{k}"] = v
+            defaults[f"{name}.{k}"] = schema[k]
+    return ident, defaults
 
 
 def check_known_keys(cfg) -> None:
@@ -41,8 +100,6 @@ def check_known_keys(cfg) -> None:
 
     Hydra lets ``+`` add keys even to structured configs; a typo there would otherwise be ignored silently.
     """
-    from dataclasses import MISSING, fields, is_dataclass
-
     known = {f.name: f for f in fields(Config)}
     for key in cfg:
         if key == "hydra":
@@ -55,7 +112,13 @@ def check_known_keys(cfg) -> None:
             names = {f.name for f in fields(schema)}
             for sub in cfg[key]:
                 if sub not in names:
-                    raise ValueError(f"unknown config key '{key}.{sub}'; valid keys of {key}: {', '.join(sorted(names))}")
+                    raise ValueError(_unknown(key, sub, names))
+
+
+def _unknown(section_name: str, key: str, names) -> str:
+    if section_name == "sweep" and key in MOVED_TO_LAUNCH:
+        return f"sweep.{key} moved to the launch section: write launch.{key}"
+    return f"unknown config key '{section_name}.{key}'; valid keys of {section_name}: {', '.join(sorted(names))}"
 
 
 def preflight(overrides: list[str], conf_dir: str) -> None:
@@ -79,10 +142,9 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
         lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(
             ("full_key:", "object_type", "reference_type", "Set the environment", "To append to your config"))]
         unknown = re.search(r"Could not override '(\w+)\.([\w.]+)'", text)
-        if unknown and unknown.group(1) in _SECTIONS and "not in" in text:
-            section, key = unknown.groups()
-            names = sorted(f.name for f in fields(_SECTIONS[section]))
-            raise ValueError(f"unknown config key '{section}.{key}'; valid keys of {section}: {', '.join(names)}") from None
+        if unknown and unknown.group(1) in SECTIONS and "not in" in text:
+            name, key = unknown.groups()
+            raise ValueError(_unknown(name, key, {f.name for f in fields(SECTIONS[name])})) from None
         if lines and lines[-1] != lines[0] and "Available options" in text:
             msg = f"{lines[0]}; options: {', '.join(l for l in lines[2:] if ' ' not in l)}"
         else:
@@ -94,7 +156,7 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
         GlobalHydra.instance().clear()
     check_known_keys(cfg)
     typed = {}
-    for name in ("data", "model", "recipe", "trainer", "sweep", "wandb"):
+    for name in SECTIONS:
         try:
             typed[name] = OmegaConf.to_object(cfg[name])  # runs each schema's __post_init__ checks
         except ValueError as e:
@@ -102,7 +164,7 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
     check_sweep(typed["sweep"])
     # Budgets too small for any run are known before the data is prepared whenever the vocab is
     # (a bpe:<vocab> spec, or a local tokenizer folder); the epoch limit waits for the data.
-    from sweep.data import bpe_vocab
+    from sweep.data.config import bpe_vocab
     from sweep.plan import no_feasible_runs, plan_grid, smallest_budget
 
     vocab = bpe_vocab(typed["data"].tokenizer) or _folder_vocab(typed["data"].tokenizer)

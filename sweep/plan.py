@@ -9,19 +9,19 @@ of optimizer steps so that
 to within half an optimizer step.  Points that cannot be trained sensibly (too few steps, or more
 epochs over the data than the recipe allows) are dropped with a stated reason.
 
-Run ids encode the grid point, ``C1e+12-N9.12e+04``, and ``parse_run_id`` reads them back.
+Run ids encode the grid point, ``C1e+12-N9.12e+04``; their grammar for every kind of run is in sweep/runid.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from models.flops import CONVENTIONS, flops_per_token, param_counts
 from models.ladder import LadderConfig, shape_for_params
 from models.transformer import ModelConfig
+from sweep.runid import KINDS, run_id
 
 
 @dataclass
@@ -82,7 +82,7 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
 
 @dataclass
 class SweepConfig:
-    """The ``sweep`` config section: which (budget, size) points to train, and how."""
+    """The ``sweep`` config section: which (budget, size) points to train (how to run them: ``launch``)."""
 
     name: str = "default"  # outputs go to outputs/<name>/<run id>/
     budgets: list = field(default_factory=list)  # FLOP budgets C
@@ -93,11 +93,6 @@ class SweepConfig:
     seeds: int = 1  # train every grid point this many times (seed + k), to measure run-to-run noise
     horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
     horizons_max_budget: float = 0.0  # skip horizon runs whose budget C x factor exceeds this; 0 = no cap
-    dry_run: bool = False  # print the plan as a table and train nothing
-    refine: bool = False  # re-centre each budget's grid on the optimum fitted from the runs so far, and fill in
-    retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
-    allow_config_change: bool = False  # let a relaunch change the sweep's config (e.g. add budgets) in an existing dir
-    assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
 
 
 def check_sweep(sweep: SweepConfig) -> None:
@@ -131,23 +126,59 @@ class RunSpec:
     tokens: int  # steps * tokens_per_step
     flops: float  # planned FLOPs = tokens * flops_per_token, within half a step of budget
     epochs: Optional[float]  # tokens / training tokens available; None when the data size is unknown
-    kind: str = "isoflop"  # isoflop: a grid point | horizon: an extra token horizon for Approach 1
+    kind: str = "grid"  # one of sweep.runid.KINDS: grid (an isoFLOP point) | horizon (Approach 1's extra lengths) | ...
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown run kind {self.kind!r}; kinds are {', '.join(KINDS)}")
 
     @property
     def tokens_per_param(self) -> float:
         return self.tokens / self.params
 
     def to_dict(self) -> dict:
+        """The spec as plan.json and result.json store it, in the oldest format version that can hold it
+        (see SPEC_VERSION): keys added since version 1 are left out while they hold their default, so a
+        sweep that uses no newer feature keeps byte-identical specs (and spec hashes) across versions."""
         d = asdict(self)
+        for section, added in ADDED_KEYS.items():
+            part = d if section == "spec" else d[section]
+            for key, default in added.items():
+                if part.get(key) == default:
+                    del part[key]
+        if self.kind in V1_KINDS:
+            d["kind"] = V1_KINDS[self.kind]
+        else:
+            d["version"] = SPEC_VERSION
         d["tokens_per_param"] = self.tokens_per_param
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
+        """A spec of any format version; keys it lacks take their defaults."""
+        version = d.get("version", 1)
+        if version > SPEC_VERSION:
+            raise ValueError(f"spec format version {version} is newer than this code ({SPEC_VERSION}); upgrade scaling-sweep")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        d["kind"] = spec_kind(d)
         d["model"] = ModelConfig(**d["model"])
         d["recipe"] = RecipeConfig(**d["recipe"])
         return cls(**d)
+
+
+# Spec format versions.  1 (until 2026-12): no "version" key, grid points were of kind "isoflop".  2: a "version"
+# key, grid points of kind "grid".  A spec is written as version 1 whenever it can be (its kind existed then).
+SPEC_VERSION = 2
+V1_KINDS = {"grid": "isoflop", "horizon": "horizon"}  # kinds version 1 knew, as it spelled them
+# Keys added to a spec (or its recipe) after version 1, with the default that gives version 1's behaviour.
+# New keys must default to the old behaviour; they are written only when they differ from it.
+ADDED_KEYS: dict[str, dict] = {"spec": {}, "recipe": {}}
+
+
+def spec_kind(d: dict) -> str:
+    """The kind of a spec dict of any version (version 1 wrote grid points as "isoflop" and may lack a kind)."""
+    kind = d.get("kind") or "grid"
+    return "grid" if kind == "isoflop" else kind
 
 
 @dataclass(frozen=True)
@@ -156,30 +187,6 @@ class Dropped:
     target_params: float
     reason: str
     run_id: Optional[str] = None
-
-
-# ---------------------------------------------------------------------------------------------
-# run ids
-
-_ID_RE = re.compile(r"^C([0-9.]+e[+-][0-9]+|[0-9.]+)-N([0-9.]+e[+-][0-9]+|[0-9.]+)(?:-s([0-9]+))?$")
-
-
-def run_id(budget: float, params: float, seed: int = 0) -> str:
-    """``C1e+12-N9.12e+04``: the budget and parameter count to 3 significant digits; repeats add ``-s<k>``."""
-    return f"C{budget:.3g}-N{params:.3g}" + (f"-s{seed}" if seed else "")
-
-
-def parse_run_id(rid: str) -> tuple[float, float]:
-    """Inverse of :func:`run_id`: ``(budget, params)`` as written in the id (3 significant digits)."""
-    return parse_run_id_full(rid)[:2]
-
-
-def parse_run_id_full(rid: str) -> tuple[float, float, int]:
-    """``(budget, params, seed repeat)`` of a run id."""
-    m = _ID_RE.match(rid)
-    if not m:
-        raise ValueError(f"not a run id: {rid!r} (expected e.g. 'C1e+12-N9.12e+04')")
-    return float(m.group(1)), float(m.group(2)), int(m.group(3) or 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +241,7 @@ def plan_grid(
             shapes.append(shape)
             isoflop.append((budget, shape, target))
 
-    points = [(c, shape, t, seed, "isoflop") for c, shape, t in isoflop for seed in range(grid.seeds)]
+    points = [(c, shape, t, seed, "grid") for c, shape, t in isoflop for seed in range(grid.seeds)]
     if grid.horizons:
         # Approach 1 wants each size trained to several token horizons (Chinchilla: 4 cosine lengths over 16x):
         # every shape of the grid, once, at its first budget times each horizon factor
@@ -292,7 +299,7 @@ def plan_grid(
             epochs=epochs,
             kind=kind,
         ))
-    specs.sort(key=lambda s: (s.kind != "isoflop", s.budget, s.params, s.recipe.seed))
+    specs.sort(key=lambda s: (s.kind != "grid", s.budget, s.params, s.recipe.seed))
     return specs, dropped
 
 

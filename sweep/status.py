@@ -6,44 +6,33 @@ the FLOPs planned, and an ETA from the throughput of the finished runs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from sweep.plan import _fmt_time
-from sweep.store import is_locked, read_result
+from sweep.plan import RunSpec, _fmt_time
+from sweep.rundir import CHECKPOINT_DIR, finished, is_locked, read_metrics, read_plan, read_result
 
 
-def run_state(run_dir: Path, spec: dict) -> tuple[str, float, float]:
+def run_state(run_dir: Path, spec: RunSpec) -> tuple[str, float, float]:
     """(state, FLOPs spent, wall seconds spent) of one planned run."""
-    res = read_result(run_dir)
-    if res is not None and res.get("spec") == spec and res.get("status") in ("done", "diverged", "failed"):
-        return res["status"], float(res.get("flops") or 0.0), float(res.get("wall_time_s") or 0.0)
+    if finished(run_dir, spec, retry_failed=False):  # done, diverged or failed, for this very spec
+        res = read_result(run_dir)
+        return res.status, float(res.flops or 0.0), float(res.wall_time_s or 0.0)
     spent, wall = 0.0, 0.0
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a kill
-            spent, wall = float(rec.get("flops", spent)), float(rec.get("elapsed_s", wall))
+    for rec in read_metrics(run_dir):
+        spent, wall = float(rec.get("flops", spent)), float(rec.get("elapsed_s", wall))
     if is_locked(run_dir):
         return "running", spent, wall
-    if spent or (run_dir / "checkpoints").exists():
+    if spent or (run_dir / CHECKPOINT_DIR).exists():
         return "partial", spent, wall
     return "pending", 0.0, 0.0
 
 
 def status(sweep_dir: Path) -> dict:
-    plan_path = Path(sweep_dir) / "plan.json"
-    if not plan_path.exists():
-        raise FileNotFoundError(f"{plan_path} not found: is {sweep_dir} a sweep directory? (it is written when a sweep launches)")
-    plan = json.loads(plan_path.read_text())
     rows = []
-    for spec in plan["runs"]:
-        state, spent, wall = run_state(Path(sweep_dir) / spec["run_id"], spec)
-        rows.append({"run_id": spec["run_id"], "state": state, "planned": spec["flops"], "spent": spent, "wall": wall})
+    for spec in read_plan(sweep_dir).runs:
+        state, spent, wall = run_state(Path(sweep_dir) / spec.run_id, spec)
+        rows.append({"run_id": spec.run_id, "state": state, "planned": spec.flops, "spent": spent, "wall": wall})
     planned = sum(r["planned"] for r in rows)
     spent = sum(r["spent"] for r in rows)
     wall = sum(r["wall"] for r in rows)

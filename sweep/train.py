@@ -4,7 +4,11 @@ The run takes ``spec.steps`` optimizer steps of ``spec.recipe.tokens_per_step`` 
 chose the step count so that steps x tokens/step x exact FLOPs/token is within half a step of the
 budget.  Cumulative FLOPs are counted with the same exact per-token figure at every log line.
 
-Devices and precision
+``train`` is three parts: ``setup`` (device, model, optimizer, resume from the newest checkpoint),
+``run_loop`` (``step`` after step, logging, evaluation, checkpoints and stop signals) and ``finish``
+(the result record, the final weights).
+
+Devices and precision (sweep/device.py)
     CUDA: bf16 autocast, ``torch.compile``, fused AdamW, flash SDPA (PyTorch picks it for bf16),
     pinned host memory with non-blocking copies one step ahead.  CPU/MPS: fp32, eager, foreach AdamW.
     ``trainer.precision`` and ``trainer.compile`` override the defaults (both work on CPU too).
@@ -14,18 +18,11 @@ Data parallelism
     batch; DDP (or FSDP2 with ``trainer.parallel=fsdp``) averages the gradients, so the loss curve is
     the single-process one for the same global batch.
 
-Checkpoints
-    Every ``checkpoint_every_s`` seconds of wall time, and on SIGTERM or the launcher's preemption
-    signal (submitit: ``SUBMITIT_PREEMPT_SIGNAL``, SIGUSR2 by default), the model, optimizer and loop
-    state go to ``checkpoints/step_XXXXXXXX.pt`` (temp file + rename).  After a signal the previous
-    handler is restored and the signal re-raised, so submitit's own handler still requeues the job.
-    A restarted run resumes from the newest readable checkpoint; batches are a pure function of
-    (seed, step), so it follows the uninterrupted loss curve exactly on CPU.
+Checkpoints (sweep/checkpoint.py)
+    By wall time, and on SIGTERM or the preemption signal; a restarted run resumes exactly: batches are a
+    pure function of (seed, step), so it follows the uninterrupted loss curve on CPU.
 
-Outputs in ``out_dir``
-    metrics.jsonl   append-only: one line per log step (val_loss at eval steps)
-    result.json     written atomically at the end
-    weights.pt      final weights {"model_config", "model"} (models/export.py turns them into HF Llama)
+Outputs in the run directory (sweep/rundir.py): metrics.jsonl, attempts.jsonl, result.json, weights.pt.
 """
 from __future__ import annotations
 
@@ -36,21 +33,25 @@ import logging
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from models.transformer import Transformer
-from sweep.data import TokenData
+from sweep.checkpoint import (StopSignals, full_state_dict, load_latest_checkpoint, load_optimizer, save_checkpoint,
+                              save_torch_atomic)
+from sweep.data.loader import TokenData
+from sweep.device import (Dist, all_reduce, autocast, device_name, fmt_mfu, max_op, mfu, peak_flops_per_s, pick_device,
+                          to_device, use_bf16)
 from sweep.plan import RunSpec
-from sweep.store import fault_point, spec_hash, write_json_atomic
+from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
+                          last_val_loss, truncate_metrics, write_result)
 
 log = logging.getLogger(__name__)
 
@@ -89,85 +90,6 @@ class TrainerConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# devices, peaks, MFU
-
-# Dense bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets (without sparsity).
-PEAK_BF16_FLOPS = {
-    "H100 PCIe": 756e12,
-    "H100 SXM": 989e12,  # also "H100 80GB HBM3"
-    "H200": 989e12,
-    "A100": 312e12,
-    "B200": 2250e12,
-}
-
-
-def peak_flops_per_s(device_name: str) -> Optional[float]:
-    """The dense bf16 peak of a device by its name, or None when it is not in the table."""
-    name = device_name.upper()
-    if "H100" in name:
-        return PEAK_BF16_FLOPS["H100 PCIe"] if "PCIE" in name else PEAK_BF16_FLOPS["H100 SXM"]
-    for key in ("H200", "A100", "B200"):
-        if key in name:
-            return PEAK_BF16_FLOPS[key]
-    return None
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.processor() or platform.machine()})"
-
-
-def mfu(flops_per_s: float, peak: Optional[float], world: int = 1) -> Optional[float]:
-    """Model FLOPs utilisation: achieved exact FLOP/s over the summed peak of all ranks."""
-    return flops_per_s / (peak * world) if peak else None
-
-
-def fmt_mfu(m: Optional[float]) -> str:
-    return f"{100 * m:.1f}%" if m is not None else "unknown"
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# distributed
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "Dist":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _all_reduce(t: torch.Tensor, dist: Dist, op=None) -> torch.Tensor:
-    if dist.world > 1:
-        import torch.distributed as td
-
-        td.all_reduce(t, op=op or td.ReduceOp.SUM)
-    return t
-
-
-# ---------------------------------------------------------------------------------------------
 # schedule and optimizer
 
 def lr_at(step: int, spec: RunSpec) -> float:
@@ -190,109 +112,50 @@ def build_optimizer(model: torch.nn.Module, spec: RunSpec, device: torch.device)
     return torch.optim.AdamW(groups, lr=r.lr, betas=(r.beta1, r.beta2), eps=1e-8, **kind)
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
 # ---------------------------------------------------------------------------------------------
-# checkpoints
+# one run
 
-def checkpoint_paths(out_dir: Path) -> list[Path]:
-    return sorted((Path(out_dir) / "checkpoints").glob("step_*.pt"))
+@dataclass
+class Run:
+    """Everything one run holds while it trains (built by ``setup``)."""
 
+    spec: RunSpec
+    cfg: TrainerConfig
+    data: TokenData
+    run_dir: Path
+    tracker: Any
+    dist: Dist
+    device: torch.device
+    bf16: bool
+    compiled: bool
+    model: torch.nn.Module  # the module whose parameters are trained (sharded under FSDP)
+    net: Any  # what the forward pass calls: the model, its DDP wrapper, compiled or not
+    ddp: Any
+    opt: torch.optim.Optimizer
+    micro: int  # sequences per forward/backward
+    accum: int  # micro-batches per optimizer step
+    rows: slice  # this rank's share of every global batch
+    start: int  # the step this attempt starts at (> 0 after a resume)
+    loop: dict  # smoothed loss, first loss and elapsed seconds; saved in every checkpoint
+    eval_steps: set
+    flops_per_step: float  # exact, under spec.recipe.flops_convention
+    peak: Optional[float]  # the device's bf16 peak FLOP/s, for MFU
 
-def save_torch_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point("write:checkpoint" if path.parent.name == "checkpoints" else f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves the previous checkpoint intact
-        raise
+    @property
+    def sharded(self) -> bool:
+        return self.dist.world > 1 and self.cfg.parallel == "fsdp"
 
-
-def load_latest_checkpoint(out_dir: Path, spec: RunSpec) -> Optional[dict]:
-    """The newest readable checkpoint of this spec, or None.  A torn or corrupt file is skipped."""
-    for path in reversed(checkpoint_paths(out_dir)):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
-            log.warning("skipping unreadable checkpoint %s: %s", path, e)
-            continue
-        if ckpt.get("spec_hash") != spec_hash(spec.to_dict()):
-            raise ValueError(f"{path} belongs to a different run spec; delete {path.parent} or use a new sweep.name")
-        return ckpt
-    return None
-
-
-class StopSignals:
-    """Turn SIGTERM and the preemption signal into a flag checked between steps.
-
-    ``forward()`` restores the previous handlers and re-raises the signal, so that submitit's handler
-    (checkpoint + requeue) or the default action still happens after our checkpoint is on disk.
-    """
-
-    def __init__(self):
-        self.hit: Optional[int] = None
-        self.prev: dict = {}
-        names = {"SIGTERM", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")}
-        full = {n if n.startswith("SIG") else f"SIG{n}" for n in names}  # submitit accepts "USR2" or "SIGUSR2"
-        self.signals = [getattr(signal, n) for n in full if hasattr(signal, n)]
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self.prev[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.hit = signum
-
-    def restore(self):
-        for s, h in self.prev.items():
-            signal.signal(s, h)
-        self.prev = {}
-
-    def __exit__(self, *exc):
-        self.restore()
-
-    def forward(self):
-        self.restore()
-        # a rank stopped because another rank got the signal re-raises SIGTERM on itself
-        self.hit = self.hit or signal.SIGTERM
-        os.kill(os.getpid(), self.hit)
+    def batch(self, step: int):
+        r = self.spec.recipe
+        x, y = self.data.train_batch(step, r.batch_size, r.seq_len, r.seed)
+        return to_device(x[self.rows], self.device), to_device(y[self.rows], self.device)
 
 
-# ---------------------------------------------------------------------------------------------
-# the loop
-
-def _fault_from_env() -> Optional[tuple[int, int]]:
-    """Fault injection for tests: SCALING_SWEEP_FAULT="SIGTERM@12" sends that signal to this process after step 12."""
-    spec = os.environ.get("SCALING_SWEEP_FAULT")
-    if not spec:
-        return None
-    name, at = spec.split("@")
-    return int(getattr(signal, name)), int(at)
-
-
-_FAULT = _fault_from_env()
-
-
-def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None) -> dict:
-    """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``).
-
-    ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).
-    """
-    tracker = tracker if Dist.from_env().main else None
-    out_dir = Path(out_dir)
+def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tracker=None) -> Run:
+    """Device, process group, model, optimizer; the newest checkpoint of this spec is loaded when there is one."""
+    run_dir = Path(run_dir)
     dist = Dist.from_env()
+    tracker = tracker if dist.main else None
     device = pick_device(cfg.device, cfg.device_index if cfg.device_index is not None else dist.local_rank)
     if device.type == "cpu" and cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -305,9 +168,8 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
     micro = cfg.micro_batch_size or per_rank
     if per_rank % micro:
         raise ValueError(f"trainer.micro_batch_size={micro} must divide the per-rank batch {per_rank}")
-    accum = per_rank // micro
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    bf16 = use_bf16(cfg.precision, device)
+    compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
     if dist.world > 1:
         import torch.distributed as td
 
@@ -318,7 +180,7 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
 
     torch.manual_seed(r.seed)
     model = Transformer(spec.model).to(device)
-    ckpt = load_latest_checkpoint(out_dir, spec)
+    ckpt = load_latest_checkpoint(run_dir, spec)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     ddp = None
@@ -334,81 +196,92 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = build_optimizer(model, spec, device)
     if ckpt is not None:
-        _load_optimizer(opt, model, ckpt["optimizer"], dist, cfg)
-    net = torch.compile(ddp or model) if use_compile else (ddp or model)
+        load_optimizer(opt, model, ckpt["optimizer"], dist.world > 1 and cfg.parallel == "fsdp")
+    net = torch.compile(ddp or model) if compiled else (ddp or model)
 
     start = ckpt["step"] if ckpt else 0
     loop = {"smooth": None, "first_loss": None, "elapsed": 0.0}
     if ckpt:
         loop.update(ckpt["loop"])
-    metrics_path = out_dir / "metrics.jsonl"
     if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, start)  # drop lines logged after the checkpoint we resume from
+        run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(run_dir, start)  # drop lines logged after the checkpoint we resume from
         if ckpt:
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
-        with open(out_dir / "attempts.jsonl", "a") as f:  # one line per (re)start: shows nothing was retrained
-            f.write(json.dumps({"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time()}) + "\n")
+        # one line per (re)start: shows nothing was retrained
+        append_attempt(run_dir, {"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time()})
+    return Run(spec=spec, cfg=cfg, data=data, run_dir=run_dir, tracker=tracker, dist=dist, device=device, bf16=bf16,
+               compiled=bool(compiled), model=model, net=net, ddp=ddp, opt=opt, micro=micro, accum=per_rank // micro,
+               rows=slice(dist.rank * per_rank, (dist.rank + 1) * per_rank), start=start, loop=loop,
+               eval_steps={max(1, round(f * spec.steps)) for f in cfg.eval_fractions if 0 < f < 1},
+               flops_per_step=r.tokens_per_step * spec.flops_per_token,
+               peak=peak_flops_per_s(device_name(device)) if bf16 else None)
 
-    eval_steps = {max(1, round(f * spec.steps)) for f in cfg.eval_fractions if 0 < f < 1}
-    flops_per_step = r.tokens_per_step * spec.flops_per_token  # exact, under spec.recipe.flops_convention
-    peak = peak_flops_per_s(device_name(device)) if bf16 else None
-    rows = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)  # this rank's share of every global batch
 
-    def batch(step):
-        x, y = data.train_batch(step, r.batch_size, r.seq_len, r.seed)
-        return _to_device(x[rows], device), _to_device(y[rows], device)
+def step(run: Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
+    """One optimizer step at learning rate ``lr`` on this rank's rows; returns the (unsynced) mean loss."""
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    loss_sum = torch.zeros((), device=run.device)
+    m = run.micro
+    for i in range(run.accum):
+        # under DDP, all-reduce gradients only on the last micro-batch of the step
+        skip_sync = run.ddp is not None and i < run.accum - 1
+        with (run.ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast(run.device, run.bf16):
+            loss = run.net(xb[i * m:(i + 1) * m], yb[i * m:(i + 1) * m]) / run.accum
+        loss.backward()
+        loss_sum += loss.detach()
+    if run.spec.recipe.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.recipe.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss_sum
 
+
+def run_loop(run: Run) -> tuple[str, Optional[str], int]:
+    """Train from ``run.start`` to the last step: (status, error, steps done).
+
+    Logs every ``log_every`` steps (the only host syncs), evaluates at the eval fractions and at the end,
+    checkpoints when due or signalled; a signal saves a checkpoint and re-raises (the process ends).
+    """
+    spec, cfg, dist, loop = run.spec, run.cfg, run.dist, run.loop
+    r = spec.recipe
     status, error = "done", None
     t0 = time.perf_counter() - loop["elapsed"]
     last_ckpt = time.perf_counter()
-    bar = _progress(spec, cfg, start) if dist.main else None
-    done = start
-    with StopSignals() as stop, (open(metrics_path, "a") if dist.main else contextlib.nullcontext()) as mf:
-        nxt = batch(start) if start < spec.steps else None
-        for step in range(start, spec.steps):
+    bar = _progress(spec, cfg, run.start) if dist.main else None
+    done = run.start
+    with StopSignals() as stop, (open(run.run_dir / METRICS_FILE, "a") if dist.main else contextlib.nullcontext()) as mf:
+        nxt = run.batch(run.start) if run.start < spec.steps else None
+        for k in range(run.start, spec.steps):
             xb, yb = nxt
-            if step + 1 < spec.steps:
-                nxt = batch(step + 1)  # host gather + async copy while the device works on earlier steps
-            lr = lr_at(step, spec)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for i in range(accum):
-                # under DDP, all-reduce gradients only on the last micro-batch of the step
-                skip_sync = ddp is not None and i < accum - 1
-                with (ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast(device, bf16):
-                    loss = net(xb[i * micro:(i + 1) * micro], yb[i * micro:(i + 1) * micro]) / accum
-                loss.backward()
-                loss_sum += loss.detach()
-            if r.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            if k + 1 < spec.steps:
+                nxt = run.batch(k + 1)  # host gather + async copy while the device works on earlier steps
+            lr = lr_at(k, spec)
+            loss_sum = step(run, xb, yb, lr)
 
-            done = step + 1
+            done = k + 1
             last = done == spec.steps
-            if _FAULT and done == _FAULT[1]:
-                os.kill(os.getpid(), _FAULT[0])  # test hook: a signal or a kill right after this step
+            fault_point(f"step:{done}")  # chaos tests: a signal or a kill right after this step
             if done % cfg.log_every == 0 or last or done == 1:
-                loss_val = _all_reduce(loss_sum, dist).item() / dist.world  # the only host sync: log steps
+                loss_val = all_reduce(loss_sum, dist).item() / dist.world
                 loop["first_loss"] = loop["first_loss"] or loss_val
                 loop["smooth"] = loss_val if loop["smooth"] is None else 0.9 * loop["smooth"] + 0.1 * loss_val
                 elapsed = time.perf_counter() - t0
-                fps = (done - start) * flops_per_step / max(elapsed - loop["elapsed"], 1e-9)
-                rec = {"step": done, "tokens": done * r.tokens_per_step, "flops": done * flops_per_step,
+                fps = (done - run.start) * run.flops_per_step / max(elapsed - loop["elapsed"], 1e-9)
+                rec = {"step": done, "tokens": done * r.tokens_per_step, "flops": done * run.flops_per_step,
                        "loss": loss_val, "lr": lr, "elapsed_s": elapsed,
-                       "tok_per_s": fps / spec.flops_per_token, "mfu": mfu(fps, peak, dist.world)}
+                       "tok_per_s": fps / spec.flops_per_token, "mfu": mfu(fps, run.peak, dist.world)}
                 limit = cfg.diverge_loss or 2 * loop["first_loss"]
                 if not math.isfinite(loss_val) or loss_val > limit:
                     status, error = "diverged", f"loss {loss_val:.4g} at step {done} (limit {limit:.4g})"
-                if status == "done" and (done in eval_steps or last):
-                    rec["val_loss"] = evaluate(net, data, spec, cfg, device, dist, bf16)
+                if status == "done" and (done in run.eval_steps or last):
+                    rec["val_loss"] = evaluate(run)
                 if dist.main:
                     mf.write(json.dumps(rec) + "\n")
                     mf.flush()
-                    if tracker is not None:
-                        tracker.log(rec)
+                    if run.tracker is not None:
+                        run.tracker.log(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_val:.3f}", mfu=fmt_mfu(rec["mfu"]), refresh=False)
                 if status == "diverged":
@@ -421,10 +294,10 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
                 due = cfg.checkpoint_every_s > 0 and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_s
                 flags = [stop.hit is not None, due]  # plain bools: no device sync on a single process
                 if dist.world > 1:
-                    flags = _all_reduce(torch.tensor(flags, dtype=torch.float32, device=device), dist, _max_op()).tolist()
+                    flags = all_reduce(torch.tensor(flags, dtype=torch.float32, device=run.device), dist, max_op()).tolist()
                 if any(flags):
                     loop["elapsed"] = time.perf_counter() - t0
-                    save_checkpoint(out_dir, done, model, opt, spec, loop, cfg, dist)
+                    save_checkpoint(run.run_dir, done, run.model, run.opt, spec, loop, cfg.keep_last, dist.main, run.sharded)
                     last_ckpt = time.perf_counter()
                     if flags[0]:
                         if bar is not None:
@@ -434,144 +307,73 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
                         raise SystemExit(128 + (stop.hit or 0))
     if bar is not None:
         bar.close()
+    loop["elapsed"] = time.perf_counter() - t0
+    return status, error, done
 
-    wall = time.perf_counter() - t0
-    steps_done = done
-    fps = steps_done * flops_per_step / wall
-    result = {
-        "run_id": spec.run_id,
-        "status": status,
-        "error": error,
-        "budget": spec.budget,
-        "flops": steps_done * flops_per_step,  # realised, exact under flops_convention
-        "flops_convention": r.flops_convention,
-        "params": spec.params,
-        "params_non_embedding": spec.params_non_embedding,
-        "tokens": steps_done * r.tokens_per_step,
-        "steps": steps_done,
-        "epochs": steps_done * r.tokens_per_step / data.train_tokens,  # passes over the training shard
-        "final_train_loss": loop["smooth"],
-        "final_val_loss": _last_val(metrics_path) if status == "done" and dist.main else None,
-        "wall_time_s": wall,
-        "tok_per_s": steps_done * r.tokens_per_step / wall,
-        "flops_per_s": fps,
-        "mfu": mfu(fps, peak, dist.world),
-        "device": device_name(device),
-        "world_size": dist.world,
-        "precision": "bf16" if bf16 else "fp32",
-        "compiled": bool(use_compile),
-        "spec": spec.to_dict(),
-        "data": {"path": str(data.path), "source": data.manifest.get("source"), "tokenizer": data.manifest.get("tokenizer"),
-                 "train_tokens": data.train_tokens},
-        "versions": versions(),
-    }
-    state = _full_state_dict(model, dist, cfg)
+
+def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunResult:
+    """The run's result record and final weights (rank 0 writes them); checkpoints go unless kept."""
+    spec, r, dist = run.spec, run.spec.recipe, run.dist
+    wall = run.loop["elapsed"]
+    fps = steps_done * run.flops_per_step / wall
+    m = run.data.manifest
+    result = RunResult(
+        run_id=spec.run_id, status=status, kind=spec.kind, error=error, budget=spec.budget,
+        flops=steps_done * run.flops_per_step,  # realised, exact under flops_convention
+        flops_convention=r.flops_convention, params=spec.params, params_non_embedding=spec.params_non_embedding,
+        tokens=steps_done * r.tokens_per_step, steps=steps_done,
+        epochs=steps_done * r.tokens_per_step / run.data.train_tokens,  # passes over the training shard
+        final_train_loss=run.loop["smooth"],
+        final_val_loss=last_val_loss(run.run_dir) if status == "done" and dist.main else None,
+        wall_time_s=wall, tok_per_s=steps_done * r.tokens_per_step / wall, flops_per_s=fps,
+        mfu=mfu(fps, run.peak, dist.world), device=device_name(run.device), world_size=dist.world,
+        precision="bf16" if run.bf16 else "fp32", compiled=run.compiled, spec=spec.to_dict(),
+        data={"path": str(run.data.path), "source": m.get("source"), "tokenizer": m.get("tokenizer"),
+              "train_tokens": run.data.train_tokens},
+        bytes_per_token=m.get("bytes_per_token"), tokenizer_dir=run.data.tokenizer_dir, versions=versions())
+    state = full_state_dict(run.model, run.sharded)
     if dist.main:
-        save_torch_atomic({"model_config": spec.model.to_dict(), "model": state}, out_dir / "weights.pt")
-        write_json_atomic(out_dir / "result.json", result)
-        if tracker is not None:
-            tracker.summary({k: result[k] for k in ("status", "final_val_loss", "final_train_loss", "flops", "tokens",
-                                                     "params", "params_non_embedding", "budget", "mfu", "wall_time_s")})
-            tracker.finish(0 if status == "done" else 1)
-        if not cfg.keep_checkpoints:
-            for p in checkpoint_paths(out_dir):
+        save_torch_atomic({"model_config": spec.model.to_dict(), "model": state}, run.run_dir / WEIGHTS_FILE)
+        write_result(run.run_dir, result)
+        if run.tracker is not None:
+            run.tracker.summary({k: getattr(result, k) for k in (
+                "status", "final_val_loss", "final_train_loss", "flops", "tokens", "params", "params_non_embedding",
+                "budget", "mfu", "wall_time_s")})
+            run.tracker.finish(0 if status == "done" else 1)
+        if not run.cfg.keep_checkpoints:
+            for p in checkpoint_paths(run.run_dir):
                 p.unlink(missing_ok=True)
     return result
 
 
+def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None) -> RunResult:
+    """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``).
+
+    ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).
+    """
+    run = setup(spec, cfg, data, out_dir, tracker)
+    return finish(run, *run_loop(run))
+
+
 @torch.no_grad()
-def evaluate(net, data: TokenData, spec: RunSpec, cfg: TrainerConfig, device, dist: Dist, bf16: bool) -> float:
+def evaluate(run: Run) -> float:
     """Mean loss over fixed held-out windows; ranks split the windows and sum."""
-    net.eval()
+    dist, spec = run.dist, run.spec
+    run.net.eval()
     # FSDP needs every rank in every forward (all-gathers), so there each rank evaluates all batches
-    shard = dist.world > 1 and cfg.parallel != "fsdp"
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of per-window mean losses, windows)
-    for i, (x, y) in enumerate(data.val_batches(spec.recipe.seq_len, spec.recipe.batch_size, cfg.eval_tokens)):
+    shard = dist.world > 1 and run.cfg.parallel != "fsdp"
+    sums = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of per-window mean losses, windows)
+    for i, (x, y) in enumerate(run.data.val_batches(spec.recipe.seq_len, spec.recipe.batch_size, run.cfg.eval_tokens)):
         if shard and i % dist.world != dist.rank:
             continue
-        with autocast(device, bf16):
-            loss = net(_to_device(x, device), _to_device(y, device))
+        with autocast(run.device, run.bf16):
+            loss = run.net(to_device(x, run.device), to_device(y, run.device))
         sums[0] += loss.double() * x.shape[0]
         sums[1] += x.shape[0]
-    net.train()
+    run.net.train()
     if shard:
-        sums = _all_reduce(sums, dist)
+        sums = all_reduce(sums, dist)
     return (sums[0] / sums[1]).item()
-
-
-def save_checkpoint(out_dir, step, model, opt, spec, loop, cfg: TrainerConfig, dist: Dist) -> None:
-    state = _full_state_dict(model, dist, cfg)
-    optim = _full_optim_state(model, opt, dist, cfg)
-    if not dist.main:
-        return
-    ckpt = {"step": step, "spec_hash": spec_hash(spec.to_dict()), "model_config": spec.model.to_dict(),
-            "model": state, "optimizer": optim, "loop": dict(loop)}
-    save_torch_atomic(ckpt, Path(out_dir) / "checkpoints" / f"step_{step:08d}.pt")
-    for old in checkpoint_paths(out_dir)[:-cfg.keep_last]:
-        old.unlink(missing_ok=True)
-
-
-def _full_state_dict(model, dist: Dist, cfg: TrainerConfig) -> dict:
-    if dist.world > 1 and cfg.parallel == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def _full_optim_state(model, opt, dist: Dist, cfg: TrainerConfig) -> dict:
-    if dist.world > 1 and cfg.parallel == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return opt.state_dict()
-
-
-def _load_optimizer(opt, model, state, dist: Dist, cfg: TrainerConfig) -> None:
-    if dist.world > 1 and cfg.parallel == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        opt.load_state_dict(state)
-
-
-def _max_op():
-    import torch.distributed as td
-
-    return td.ReduceOp.MAX
-
-
-def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if device.type == "cuda":
-        t = t.pin_memory()  # page-locked, so the copy below can overlap compute
-    return t.to(device, non_blocking=True)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and _step_of(l) is not None and _step_of(l) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    os.replace(tmp, path)
-
-
-def _step_of(line: str) -> Optional[int]:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError):
-        return None  # a torn last line from a kill
-
-
-def _last_val(metrics_path: Path) -> Optional[float]:
-    val = None
-    for line in metrics_path.read_text().splitlines():
-        rec = json.loads(line)
-        if "val_loss" in rec:
-            val = rec["val_loss"]
-    return val
 
 
 def _progress(spec: RunSpec, cfg: TrainerConfig, start: int):
@@ -621,8 +423,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     res = train(spec, cfg, data, Path(a.out))
     if Dist.from_env().main:
-        print(json.dumps({k: res[k] for k in ("run_id", "status", "steps", "flops", "final_val_loss", "mfu")}))
-    return 0 if res["status"] == "done" else 1
+        print(json.dumps({k: getattr(res, k) for k in ("run_id", "status", "steps", "flops", "final_val_loss", "mfu")}))
+    return 0 if res.status == "done" else 1
 
 
 if __name__ == "__main__":

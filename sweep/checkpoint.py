@@ -1,0 +1,121 @@
+"""Checkpoints and stop signals: how a run survives preemption, time limits and kills.
+
+Every ``trainer.checkpoint_every_s`` seconds of wall time, and on SIGTERM or the launcher's preemption signal
+(submitit: ``SUBMITIT_PREEMPT_SIGNAL``, SIGUSR2 by default), the model, optimizer and loop state go to
+``checkpoints/step_XXXXXXXX.pt`` (atomically).  After a signal the previous handler is restored and the signal
+re-raised, so submitit's own handler still requeues the job.  A restarted run resumes from the newest readable
+checkpoint of its own spec.  With FSDP (``sharded``) the state is gathered to full tensors on rank 0 first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from sweep.rundir import atomic_file, checkpoint_path, checkpoint_paths, spec_hash
+
+log = logging.getLogger(__name__)
+
+
+def save_torch_atomic(obj, path: Path) -> None:
+    """torch.save through the run directory's atomic writer: a full disk or a kill leaves the old file intact."""
+    path = Path(path)
+    with atomic_file(path, "wb", fault_name="checkpoint" if path.parent.name == "checkpoints" else None) as f:
+        torch.save(obj, f)
+
+
+def save_checkpoint(run_dir: Path, step: int, model, opt, spec, loop: dict, keep_last: int, main: bool,
+                    sharded: bool) -> None:
+    """Save step ``step`` (every rank takes part when sharded; rank 0 writes) and keep the newest ``keep_last``."""
+    state = full_state_dict(model, sharded)
+    optim = full_optim_state(model, opt, sharded)
+    if not main:
+        return
+    ckpt = {"step": step, "spec_hash": spec_hash(spec.to_dict()), "model_config": spec.model.to_dict(),
+            "model": state, "optimizer": optim, "loop": dict(loop)}
+    save_torch_atomic(ckpt, checkpoint_path(run_dir, step))
+    for old in checkpoint_paths(run_dir)[:-keep_last]:
+        old.unlink(missing_ok=True)
+
+
+def load_latest_checkpoint(run_dir: Path, spec) -> Optional[dict]:
+    """The newest readable checkpoint of this spec, or None.  A torn or corrupt file is skipped."""
+    for path in reversed(checkpoint_paths(run_dir)):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
+            log.warning("skipping unreadable checkpoint %s: %s", path, e)
+            continue
+        if ckpt.get("spec_hash") != spec_hash(spec.to_dict()):
+            raise ValueError(f"{path} belongs to a different run spec; delete {path.parent} or use a new sweep.name")
+        return ckpt
+    return None
+
+
+def full_state_dict(model, sharded: bool) -> dict:
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def full_optim_state(model, opt, sharded: bool) -> dict:
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return opt.state_dict()
+
+
+def load_optimizer(opt, model, state, sharded: bool) -> None:
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        opt.load_state_dict(state)
+
+
+class StopSignals:
+    """Turn SIGTERM and the preemption signal into a flag checked between steps.
+
+    ``forward()`` restores the previous handlers and re-raises the signal, so that submitit's handler
+    (checkpoint + requeue) or the default action still happens after our checkpoint is on disk.
+    """
+
+    def __init__(self):
+        self.hit: Optional[int] = None
+        self.prev: dict = {}
+        names = {"SIGTERM", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")}
+        full = {n if n.startswith("SIG") else f"SIG{n}" for n in names}  # submitit accepts "USR2" or "SIGUSR2"
+        self.signals = [getattr(signal, n) for n in full if hasattr(signal, n)]
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self.prev[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = signum
+
+    def restore(self):
+        for s, h in self.prev.items():
+            signal.signal(s, h)
+        self.prev = {}
+
+    def __exit__(self, *exc):
+        self.restore()
+
+    def forward(self):
+        self.restore()
+        # a rank stopped because another rank got the signal re-raises SIGTERM on itself
+        self.hit = self.hit or signal.SIGTERM
+        os.kill(os.getpid(), self.hit)

@@ -1,0 +1,71 @@
+"""What the sweeper and each job do with a composed config: plan the sweep, and train one of its runs.
+
+The Hydra glue (sweep/app.py, hydra_plugins/isoflop_sweeper) stays thin around these two functions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.config import section
+from sweep.data import TokenData, data_dir, prepare
+from sweep.plan import Dropped, RunSpec, plan_grid
+from sweep.rundir import RunLocked, finished, read_plan, read_result, remove_stale_temps, run_lock
+from sweep.tracking import Tracker
+from sweep.train import TrainerConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
+    """Prepare (or find) the data, verify it, then plan the grid against its vocab and size.
+
+    Raises ValueError (one line, naming the fix) for data that cannot be trained on: a truncated or
+    corrupt shard, a swapped tokenizer, or splits shorter than one sequence."""
+    path = prepare(section(cfg, "data"))
+    data = TokenData(path)  # sizes and the tokenizer every time, shard sha256 on first use
+    recipe = section(cfg, "recipe")
+    for split in ("train", "val"):
+        if data.n_windows(split, recipe.seq_len) < 1:
+            longest = max(len(a) for a in data.shards[split]) - 1  # inputs + the last target fit in one shard
+            raise ValueError(f"recipe.seq_len={recipe.seq_len} is longer than the {split} split of {path} "
+                             f"(its longest shard holds {longest} input tokens); lower recipe.seq_len or use more data")
+    specs, dropped = plan_grid(section(cfg, "sweep"), section(cfg, "model"), recipe, data.vocab_size,
+                               data.train_tokens, centres)
+    return specs, dropped, path
+
+
+def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
+    """One job of the multirun: train the run named by cfg.run_id, as the sweeper planned it (plan.json).
+
+    ``job_num`` is the job's index in the launch: in a packed GPU sweep job k trains on GPU k mod #GPUs.
+    Returns the result record as a dict ({"run_id", "status": "locked"} when another process trains the run).
+    """
+    if not cfg.run_id:
+        raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
+    run_dir = Path(run_dir)
+    spec = read_plan(run_dir.parent).spec(cfg.run_id)  # the sweeper writes plan.json before launching any job
+    trainer: TrainerConfig = section(cfg, "trainer")
+    if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
+        trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
+    try:
+        with run_lock(run_dir):
+            remove_stale_temps(run_dir)  # debris of a writer killed mid-write; we are the only writer now
+            # another launch may have finished this run while we were queued
+            if finished(run_dir, spec, retry_failed=cfg.launch.retry_failed):
+                log.info("%s: already finished, not training it again", spec.run_id)
+                return read_result(run_dir).to_dict()
+            tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,
+                              run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
+            try:
+                return train(spec, trainer, TokenData(data_dir(section(cfg, "data"))), run_dir, tracker=tracker).to_dict()
+            finally:
+                tracker.finish(exit_code=1)  # no-op when train already finished it
+    except RunLocked as e:
+        log.warning("%s: skipped, %s", spec.run_id, e)
+        return {"run_id": spec.run_id, "status": "locked"}
