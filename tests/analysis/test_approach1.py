@@ -118,12 +118,12 @@ def test_read_curve_skips_bad_lines(tmp_path):
     f = tmp_path / "metrics.jsonl"
     lines = [{"step": i, "tokens": 100 * i, "flops": 600.0 * i, "loss": 5.0 - 0.1 * i} for i in range(1, 6)]
     f.write_text("\n".join(json.dumps(r) for r in lines) + "\n" + '{"step": 6, "flo')  # half-written
-    c = read_curve(f, "r", final_tokens=500, final_flops=3000)
+    c = read_curve(tmp_path, "r", final_tokens=500, final_flops=3000)
     assert list(c.flops) == [600.0 * i for i in range(1, 6)] and c.loss[-1] == pytest.approx(4.5)
     f.write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "tokens"}) for r in lines))
-    c = read_curve(f, "r", final_tokens=500, final_flops=3000)  # no tokens: D scales with FLOPs
+    c = read_curve(tmp_path, "r", final_tokens=500, final_flops=3000)  # no tokens: D scales with FLOPs
     assert c.tokens == pytest.approx([100.0 * i for i in range(1, 6)])
-    assert read_curve(f, "r") is None  # ... unless the final counts are unknown
+    assert read_curve(tmp_path, "r") is None  # ... unless the final counts are unknown
     f.write_text('{"flops": 1, "loss": 2}\n{"flops": 2, "loss": NaN}\n')
-    assert read_curve(f, "r", 1, 1) is None  # fewer than 3 usable points
+    assert read_curve(tmp_path, "r", 1, 1) is None  # fewer than 3 usable points
     assert math.isfinite(smooth(np.arange(4.0), np.arange(4.0))[0])

@@ -155,7 +155,7 @@ def test_run_away_fit_on_real_tiny_model_runs_is_refused_not_crashed(tmp_path):
 
     from analysis import analyze
 
-    f = Path(__file__).parent / "data" / "cpu_prose_first_pass.csv"
+    f = Path(__file__).parents[1] / "data" / "cpu_prose_first_pass.csv"
     rows = list(csv.DictReader(open(f)))
     N, D, L = (np.array([float(r[k]) for r in rows]) for k in ("params", "tokens", "loss"))
     with pytest.raises(ValueError, match=r"ran away \(ln A = .*add model sizes or budgets"):

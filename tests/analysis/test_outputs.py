@@ -20,7 +20,7 @@ from analysis import plots
 from analysis.approach3 import optimal_allocation, predict_loss
 from analysis.synthetic import truth
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 BPT = 3.7  # bytes per token in the fake manifest
 
 

@@ -19,8 +19,8 @@ from analysis import fit_approach2, fit_approach3, load_results, predict, split_
 from analysis.approach3 import params_from_theta, refit_batch
 from analysis.stats import percentile_ci, run_counts
 
-DATA = Path(__file__).resolve().parent / "data"
-REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[1] / "data"
+from helpers import REPO
 EPOCH_CSV = DATA / "chinchilla_fig4_epoch_extracted.csv"
 CS336_JSON = DATA / "cs336_isoflops_curves.json"
 

@@ -1,19 +1,10 @@
-"""sweep.refine: the second pass re-centres each budget's grid on the optimum fitted from the first."""
-import json
+"""launch.refine: the second pass re-centres each budget's grid on the optimum fitted from the first."""
 import math
 
 import pytest
 
-from sweep.runner import refine_centres
-
-
-def write_run(sweep_dir, budget, n, loss):
-    rid = f"C{budget:.3g}-N{n:.3g}"
-    d = sweep_dir / rid
-    d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({
-        "run_id": rid, "status": "done", "budget": budget, "flops": budget, "params": n,
-        "params_non_embedding": n, "tokens": budget / (6 * n), "final_val_loss": loss}))
+from analysis.refine import refine_centres
+from helpers import write_run
 
 
 def test_refine_centres_are_the_isoflop_vertices(tmp_path):
@@ -33,5 +24,5 @@ def test_refine_centres_are_the_isoflop_vertices(tmp_path):
 
 def test_refine_without_a_first_pass_says_so(tmp_path):
     write_run(tmp_path, 1e12, 1e5, 3.0)
-    with pytest.raises(ValueError, match="sweep.refine needs a finished first pass"):
+    with pytest.raises(ValueError, match="launch.refine needs a finished first pass"):
         refine_centres(tmp_path)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 CASES = {
     "+recipe.foo=1": "unknown config key 'recipe.foo'",
@@ -65,7 +65,7 @@ def small_data(tmp_path_factory, corpus_dir):
     data = root / "data"
     args = [f"data.path={corpus_dir}", "data.tokenizer=bpe:320", "data.val_percent=10", f"data.out={data}",
             "sweep.budgets=[3e10]"]
-    proc = sweep_cli(root, *args, "sweep.dry_run=true")
+    proc = sweep_cli(root, *args, "launch.dry_run=true")
     assert proc.returncode == 0 and (data / "manifest.json").exists(), proc.stderr
     assert not (root / "outputs").exists()  # a dry run creates no sweep dir
     return data, [a for a in args if not a.startswith("data.out=")]
@@ -172,20 +172,22 @@ def test_sweep_identity_ignores_how_a_sweep_runs(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from hydra_plugins.isoflop_sweeper.isoflop_sweeper import NOT_IDENTITY, _check_identity, sweep_identity
     from sweep.app import CONF_DIR
-    from sweep.config import register
+    from sweep.config import identity, register
+    from sweep.rundir import check_identity
 
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=smoke"])
     GlobalHydra.instance().clear()
-    ident = sweep_identity(cfg)
-    assert "recipe.lr" in ident and "sweep.budgets" in ident and not set(ident) & NOT_IDENTITY
+    ident, defaults = identity(cfg)
+    run_only = {"data.out", "data.num_proc", "data.progress", "sweep.name", "sweep.dry_run", "sweep.refine"}
+    assert "recipe.lr" in ident and "sweep.budgets" in ident and not set(ident) & run_only
+    assert not [k for k in ident if k.startswith(("launch.", "trainer.", "wandb."))]
     # a sweep.json written with other run-only settings (as older versions wrote them) is the same sweep
     (tmp_path / "sweep.json").write_text(json.dumps({"config": {**ident, "data.progress": False, "data.out": "/x"}}))
-    assert _check_identity(cfg, tmp_path) == ident
+    check_identity(tmp_path, ident, defaults, allow_change=False)
     (tmp_path / "sweep.json").write_text(json.dumps({"config": {**ident, "recipe.lr": 1.0}}))
     with pytest.raises(ValueError, match=r"different config \(recipe.lr changed\)"):
-        _check_identity(cfg, tmp_path)
+        check_identity(tmp_path, ident, defaults, allow_change=False)

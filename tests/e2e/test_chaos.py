@@ -1,27 +1,26 @@
 """Chaos: SIGKILL a CPU sweep at many moments (data preparation, planning, training, checkpoint and result writes, analysis),
 relaunch it each time, and check that nothing is lost, torn or retrained from scratch."""
 import json
-import os
 
 import pytest
 
-from test_launchers import finish, launch, results, sweep_args
+from helpers import finish, launch, results, sweep_args
 
 # Each entry is one launch that is killed at that moment; the sweep is relaunched after every kill.
 KILLS = [
-    {"SCALING_SWEEP_KILL_AT": "data:rename:1"},  # data prepared in its temp dir, not yet renamed into place
-    {"SCALING_SWEEP_KILL_AT": "write:sweep.json:1"},  # the sweep's identity file, before its rename
-    {"SCALING_SWEEP_KILL_AT": "write:plan.json:1"},  # the plan, before its rename
-    {"SCALING_SWEEP_KILL_AT": "planned:1"},  # planned, nothing launched yet
-    {"SCALING_SWEEP_FAULT": "SIGKILL@7"},  # inside training, after a step
-    {"SCALING_SWEEP_KILL_AT": "write:checkpoint:4"},  # between writing a checkpoint and renaming it
-    {"SCALING_SWEEP_KILL_AT": "write:weights.pt:1"},  # the final weights, before their rename
-    {"SCALING_SWEEP_KILL_AT": "write:result.json:1"},  # the result, before its rename
-    {"SCALING_SWEEP_FAULT": "SIGKILL@33"},
-    {"SCALING_SWEEP_KILL_AT": "write:checkpoint:25"},
-    {"SCALING_SWEEP_KILL_AT": "write:result.json:2"},
-    {"SCALING_SWEEP_FAULT": "SIGKILL@61"},
-    {"SCALING_SWEEP_KILL_AT": "write:fit.json:1"},  # the analysis callback, before fit.json's rename
+    {"SCALING_SWEEP_FAULT": "data:rename@1"},  # data prepared in its temp dir, not yet renamed into place
+    {"SCALING_SWEEP_FAULT": "write:sweep.json@1"},  # the sweep's identity file, before its rename
+    {"SCALING_SWEEP_FAULT": "write:plan.json@1"},  # the plan, before its rename
+    {"SCALING_SWEEP_FAULT": "planned@1"},  # planned, nothing launched yet
+    {"SCALING_SWEEP_FAULT": "step:7"},  # inside training, after a step
+    {"SCALING_SWEEP_FAULT": "write:checkpoint@4"},  # between writing a checkpoint and renaming it
+    {"SCALING_SWEEP_FAULT": "write:weights.pt@1"},  # the final weights, before their rename
+    {"SCALING_SWEEP_FAULT": "write:result.json@1"},  # the result, before its rename
+    {"SCALING_SWEEP_FAULT": "step:33"},
+    {"SCALING_SWEEP_FAULT": "write:checkpoint@25"},
+    {"SCALING_SWEEP_FAULT": "write:result.json@2"},
+    {"SCALING_SWEEP_FAULT": "step:61"},
+    {"SCALING_SWEEP_FAULT": "write:fit.json@1"},  # the analysis callback, before fit.json's rename
 ]
 
 

@@ -1,46 +1,11 @@
 """The isoFLOP sweeper under Hydra's real launchers, kills and concurrent launches (subprocesses, CPU)."""
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import REPO
-
-
-def sweep_args(tmp_path, corpus_dir, name="t", *extra):
-    return [
-        f"data.path={corpus_dir}", "data.tokenizer=bpe:320", "data.val_percent=10", f"data.out={tmp_path / 'data'}",
-        "model.head_dim=16", "model.aspect_ratio=32", "model.tie_embeddings=true", "model.min_layers=2",
-        "recipe.seq_len=32", "recipe.batch_size=8", "recipe.min_steps=20", "recipe.lr=1e-2",
-        "trainer.progress=false", "trainer.eval_tokens=4096", "trainer.num_threads=1",
-        f"sweep.name={name}", "sweep.budgets=[3e9,1e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]",
-        f"hydra.sweep.dir={tmp_path / name}", *extra,
-    ]
-
-
-def launch(args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
-    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def finish(proc, timeout=300):
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def results(sweep_dir):
-    plan = json.loads((sweep_dir / "plan.json").read_text())
-    return {r["run_id"]: json.loads((sweep_dir / r["run_id"] / "result.json").read_text()) for r in plan["runs"]}
-
-
-def attempts(run_dir):
-    return [json.loads(l) for l in (run_dir / "attempts.jsonl").read_text().splitlines()]
+from helpers import attempts, finish, launch, results, sweep_args
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +66,7 @@ def test_sigkill_mid_sweep_then_relaunch(tmp_path, corpus_dir, reference):
 def test_two_concurrent_launches_train_each_run_once(tmp_path, corpus_dir, reference):
     args = sweep_args(tmp_path, corpus_dir, "c")
     # the data must exist before both start, else both would prepare it (atomically, but twice)
-    finish(launch(args + ["sweep.dry_run=true"]))
+    finish(launch(args + ["launch.dry_run=true"]))
     a, b = launch(args), launch(args)
     finish(a), finish(b)
     res = results(tmp_path / "c")
@@ -116,7 +81,7 @@ def test_changed_config_in_same_dir_is_refused(tmp_path, corpus_dir, reference):
     proc = launch(args + ["recipe.lr=3e-3"])
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "different config" in out and "recipe.lr" in out
-    finish(launch(args + ["recipe.lr=3e-3", "sweep.allow_config_change=true"]))
+    finish(launch(args + ["recipe.lr=3e-3", "launch.allow_config_change=true"]))
 
 
 def _submitit_task_pids():

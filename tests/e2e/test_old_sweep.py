@@ -7,8 +7,7 @@ sweep identity equal, so the relaunch finds every run finished for its spec.
 import json
 import shutil
 
-from conftest import REPO
-from test_launchers import finish, launch
+from helpers import REPO, finish, launch
 
 FIXTURE = REPO / "tests" / "data" / "old_sweep"
 

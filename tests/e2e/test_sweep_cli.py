@@ -1,13 +1,12 @@
 """The Hydra app end to end, in-process: the isoFLOP sweeper, the basic launcher, the analysis callback."""
 import json
 import math
-import os
 import sys
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from sweep.plan import parse_run_id
+from sweep.runid import parse_run_id
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def tiny(tmp_path, corpus_dir, *extra):
 
 
 def test_dry_run_prints_plan_and_trains_nothing(tmp_path, corpus_dir, run_app, capsys):
-    run_app(*tiny(tmp_path, corpus_dir, "sweep.dry_run=true"))
+    run_app(*tiny(tmp_path, corpus_dir, "launch.dry_run=true"))
     out = capsys.readouterr().out
     assert "run id" in out and "C3e+09-N" in out and "est." in out
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("C*"))
@@ -56,7 +55,7 @@ def test_multirun_trains_grid_fits_and_resumes(tmp_path, corpus_dir, run_app):
         assert c == pytest.approx(res["budget"], rel=5e-3) and n == pytest.approx(res["params"], rel=5e-3)
         assert (out / spec["run_id"] / "metrics.jsonl").exists()
     # The analysis callback ran when the multirun ended.  Runs this small need not show an isoFLOP minimum
-    # (the fit itself is tested on known truth in test_analysis.py), so compare with the standalone analysis:
+    # (the fit itself is tested on known truth in tests/analysis/), so compare with the standalone analysis:
     # the callback wrote exactly what `analyze` makes of these results, or nothing when the fit is impossible.
     from analysis import analyze
 
@@ -91,13 +90,13 @@ def test_unknown_key_is_an_error(tmp_path, corpus_dir, run_app, capsys):
 
 
 def test_refine_dry_run_recentres_on_first_pass(tmp_path, corpus_dir, run_app, capsys):
-    from test_refine import write_run
+    from helpers import write_run
 
     out = tmp_path / "out"
     for c, n_opt in ((1e10, 4e4), (3e10, 6e4)):  # a synthetic first pass with known isoFLOP vertices
         for f in (0.25, 0.5, 1, 2, 4):
             write_run(out, c, n_opt * f, 3.0 + 0.1 * math.log10(f) ** 2)
-    run_app(*tiny(tmp_path, corpus_dir, "sweep.refine=true", "sweep.dry_run=true", "sweep.budgets=[1e10,3e10]",
+    run_app(*tiny(tmp_path, corpus_dir, "launch.refine=true", "launch.dry_run=true", "sweep.budgets=[1e10,3e10]",
                   "sweep.sizes=[]", "sweep.sizes_per_budget=3", "sweep.size_span=4"))
     printed = capsys.readouterr().out
     assert "refined grid centres: C=1e+10: N=4e+04, C=3e+10: N=6e+04" in printed

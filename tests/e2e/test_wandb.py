@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from conftest import REPO
-from test_launchers import sweep_args
+from helpers import REPO
+from helpers import sweep_args
 from wandb_records import history_and_summary, job_type
 
 SECRET = "wandb-secret-0123456789abcdef"

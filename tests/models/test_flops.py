@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.flops import CONVENTIONS, MATMUL_TERMS, flops_per_token, forward_terms, param_counts, report
 from models.transformer import ModelConfig, Transformer
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 SHAPES = [
     ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=64, vocab_size=97, seq_len=16),

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import sweep.data as data_mod
+import sweep.data.loader as data_mod  # TokenData's own module: where it looks up sha256_file
 from sweep.data import DataConfig, TokenData, prepare, read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 @pytest.fixture

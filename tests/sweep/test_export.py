@@ -1,4 +1,4 @@
-"""models.export: our Transformer -> Hugging Face LlamaForCausalLM, checked logit for logit.
+"""sweep.export and models.export: our Transformer -> Hugging Face LlamaForCausalLM, checked logit for logit.
 
 Every case builds a real model, perturbs all of its weights (so norms are not all ones and a swapped
 w1/w3 or wk/wv would show), saves it the way the trainer does, exports it, loads the export with
@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.export import export, main, to_hf
+from models.export import to_hf
+from sweep.export import export, main
 from models.transformer import ModelConfig, Transformer
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 TOL = 1e-4
-PROG_ERROR = "python -m models.export: error: "
+PROG_ERROR = "python -m sweep.export: error: "
 
 CASES = {
     "mha": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=160, vocab_size=256, seq_len=32),
@@ -144,7 +145,7 @@ def cli_runs(tmp_path_factory):
         "wrong_keys": ([str(root / "wrong_keys"), "--out", str(root / "out_keys")], root / "out_keys"),
     }
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "models.export", *argv], cwd=REPO, env=env, text=True,
+    procs = {name: subprocess.Popen([sys.executable, "-m", "sweep.export", *argv], cwd=REPO, env=env, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for name, (argv, _) in jobs.items()}
     results = {}

@@ -32,19 +32,19 @@ def test_train_to_budget(tmp_path, data):
     spec = tiny_spec()
     res = train(spec, TrainerConfig(log_every=5, progress=False, eval_tokens=2048), data, tmp_path)
     step_flops = spec.recipe.tokens_per_step * spec.flops_per_token
-    assert res["status"] == "done" and res["steps"] == spec.steps
-    assert abs(res["flops"] - spec.budget) <= step_flops  # within one optimizer step of the budget
-    assert res["tokens"] == spec.steps * spec.recipe.tokens_per_step
+    assert res.status == "done" and res.steps == spec.steps
+    assert abs(res.flops - spec.budget) <= step_flops  # within one optimizer step of the budget
+    assert res.tokens == spec.steps * spec.recipe.tokens_per_step
     on_disk = json.loads((tmp_path / "result.json").read_text())
-    assert on_disk["flops"] == res["flops"] and on_disk["run_id"] == spec.run_id
+    assert on_disk["flops"] == res.flops and on_disk["run_id"] == spec.run_id
     for key in ("budget", "flops_convention", "params", "params_non_embedding", "tokens", "steps", "final_val_loss"):
         assert on_disk[key] is not None
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["step"] == spec.steps and lines[-1]["flops"] == res["flops"]
+    assert lines[-1]["step"] == spec.steps and lines[-1]["flops"] == res.flops
     for rec in lines:  # cumulative FLOPs are the exact per-step count times the step
         assert rec["flops"] == rec["step"] * step_flops and rec["tokens"] == rec["step"] * spec.recipe.tokens_per_step
     assert lines[-1]["loss"] < lines[0]["loss"] - 0.5  # it learned something real
-    assert math.isfinite(res["final_val_loss"]) and res["final_val_loss"] < math.log(320)
+    assert math.isfinite(res.final_val_loss) and res.final_val_loss < math.log(320)
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temp file
 
 
@@ -79,20 +79,20 @@ def test_deterministic_on_cpu(tmp_path, data):
     cfg = TrainerConfig(log_every=5, progress=False, eval_tokens=2048, eval_fractions=[])
     a = train(spec, cfg, data, tmp_path / "a")
     b = train(spec, cfg, data, tmp_path / "b")
-    assert a["final_val_loss"] == b["final_val_loss"] and a["final_train_loss"] == b["final_train_loss"]
+    assert a.final_val_loss == b.final_val_loss and a.final_train_loss == b.final_train_loss
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path, data):
     spec = tiny_spec()
     full = train(spec, TrainerConfig(progress=False, eval_tokens=2048, eval_fractions=[]), data, tmp_path / "f")
     acc = train(spec, TrainerConfig(progress=False, eval_tokens=2048, eval_fractions=[], micro_batch_size=2), data, tmp_path / "m")
-    assert acc["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-4)
+    assert acc.final_val_loss == pytest.approx(full.final_val_loss, rel=1e-4)
 
 
 def test_divergence_is_recorded(tmp_path, data):
     spec = tiny_spec(lr=50.0, warmup_frac=0.0)
     res = train(spec, TrainerConfig(log_every=1, progress=False, eval_tokens=2048), data, tmp_path)
-    assert res["status"] == "diverged" and res["error"] and res["final_val_loss"] is None
+    assert res.status == "diverged" and res.error and res.final_val_loss is None
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
 

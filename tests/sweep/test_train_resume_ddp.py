@@ -11,11 +11,19 @@ import torch
 from models.ladder import LadderConfig
 from sweep.data import TokenData
 from sweep.plan import RecipeConfig, SweepConfig, plan
-from sweep.train import (PEAK_BF16_FLOPS, TrainerConfig, checkpoint_paths, fmt_mfu, mfu, peak_flops_per_s, train)
+from sweep.device import PEAK_BF16_FLOPS, fmt_mfu, mfu, peak_flops_per_s
+from sweep.rundir import checkpoint_paths
+from sweep.train import TrainerConfig, train
 
-from conftest import REPO
+from helpers import REPO
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True, min_layers=2)
+
+
+def step_fault(fault: str) -> str:
+    """Turn "SIGTERM@14" (that signal right after step 14) into the fault hook's grammar (sweep.rundir.fault_point)."""
+    sig, step = fault.split("@")
+    return f"step:{step}!{sig}"
 
 
 def spec_file(tmp_path, budget=3e9, size=3.7e4, batch_size=8):
@@ -52,7 +60,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, prepared, fault)
     assert ref.returncode == 0, ref.stderr
     # SIGKILL gives no chance to checkpoint: rely on the periodic (here: every step) checkpoints
     trainer = {**TRAINER, "checkpoint_every_s": 1e-9 if fault.startswith("SIGKILL") else 0}
-    first = run_cli(sp, data_path, tmp_path / "run", trainer, {"SCALING_SWEEP_FAULT": fault})
+    first = run_cli(sp, data_path, tmp_path / "run", trainer, {"SCALING_SWEEP_FAULT": step_fault(fault)})
     sig = getattr(signal, fault.split("@")[0])
     assert first.returncode == -sig, first.stderr  # the signal's own action ended the process after the checkpoint
     assert not (tmp_path / "run" / "result.json").exists()
@@ -100,8 +108,8 @@ def test_compiled_cpu_path_matches_eager(tmp_path, prepared):
     base = dict(progress=False, eval_tokens=2048, eval_fractions=[], log_every=5)
     eager = train(spec, TrainerConfig(**base), data, tmp_path / "eager")
     compiled = train(spec, TrainerConfig(**base, compile=True), data, tmp_path / "compiled")
-    assert compiled["compiled"] and not eager["compiled"]
-    assert compiled["final_val_loss"] == pytest.approx(eager["final_val_loss"], rel=1e-3)
+    assert compiled.compiled and not eager.compiled
+    assert compiled.final_val_loss == pytest.approx(eager.final_val_loss, rel=1e-3)
 
 
 def test_bf16_autocast_on_cpu(tmp_path, prepared):
@@ -110,9 +118,9 @@ def test_bf16_autocast_on_cpu(tmp_path, prepared):
     base = dict(progress=False, eval_tokens=2048, eval_fractions=[], log_every=5)
     fp32 = train(spec, TrainerConfig(**base), data, tmp_path / "fp32")
     bf16 = train(spec, TrainerConfig(**base, precision="bf16"), data, tmp_path / "bf16")
-    assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
-    assert bf16["final_val_loss"] != fp32["final_val_loss"]  # really ran in lower precision
-    assert bf16["final_val_loss"] == pytest.approx(fp32["final_val_loss"], rel=0.03)
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    assert bf16.final_val_loss != fp32.final_val_loss  # really ran in lower precision
+    assert bf16.final_val_loss == pytest.approx(fp32.final_val_loss, rel=0.03)
 
 
 def test_peak_table_and_mfu():
@@ -130,14 +138,14 @@ def test_peak_table_and_mfu():
 def test_cpu_run_reports_unknown_mfu(tmp_path, prepared):
     spec, _ = spec_file(tmp_path, budget=1e9)
     res = train(spec, TrainerConfig(progress=False, eval_tokens=2048, eval_fractions=[]), TokenData(prepared[1]), tmp_path)
-    assert res["mfu"] is None and res["tok_per_s"] > 0
+    assert res.mfu is None and res.tok_per_s > 0
     assert all(r["mfu"] is None and r["tok_per_s"] > 0 for r in curve(tmp_path))
 
 
 def test_checkpoint_from_another_spec_is_refused(tmp_path, prepared):
     spec, sp = spec_file(tmp_path)
     trainer = {**TRAINER, "checkpoint_every_s": 0}
-    run_cli(sp, prepared[1], tmp_path / "run", trainer, {"SCALING_SWEEP_FAULT": "SIGTERM@6"})
+    run_cli(sp, prepared[1], tmp_path / "run", trainer, {"SCALING_SWEEP_FAULT": step_fault("SIGTERM@6")})
     other, op = spec_file(tmp_path / "o" if (tmp_path / "o").mkdir() is None else tmp_path, budget=4e9)
     res = run_cli(op, prepared[1], tmp_path / "run", trainer)
     assert res.returncode != 0 and "different run spec" in res.stderr
@@ -146,10 +154,10 @@ def test_checkpoint_from_another_spec_is_refused(tmp_path, prepared):
 def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 
-    from sweep.train import load_latest_checkpoint, save_torch_atomic
+    from sweep.checkpoint import load_latest_checkpoint, save_torch_atomic
 
     spec, _ = spec_file(tmp_path)
-    good = {"step": 5, "spec_hash": __import__("sweep.store", fromlist=["spec_hash"]).spec_hash(spec.to_dict()),
+    good = {"step": 5, "spec_hash": __import__("sweep.rundir", fromlist=["spec_hash"]).spec_hash(spec.to_dict()),
             "model": {"w": torch.ones(3)}, "optimizer": {}, "loop": {}}
     save_torch_atomic(good, tmp_path / "run" / "checkpoints" / "step_00000005.pt")
 
