@@ -49,7 +49,9 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
     run_dir = Path(run_dir)
-    spec = read_plan(run_dir.parent).spec(cfg.run_id)  # the sweeper writes plan.json before launching any job
+    plan = read_plan(run_dir.parent)  # the sweeper writes plan.json before launching any job
+    spec = plan.spec(cfg.run_id)
+    trunk = plan.spec(spec.trunk) if spec.trunk else None  # a fork starts from its trunk's checkpoint
     trainer: TrainerConfig = section(cfg, "trainer")
     if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
         trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
@@ -63,7 +65,8 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
             tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,
                               run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
             try:
-                return train(spec, trainer, TokenData(data_dir(section(cfg, "data"))), run_dir, tracker=tracker).to_dict()
+                data = TokenData(data_dir(section(cfg, "data")))
+                return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk).to_dict()
             finally:
                 tracker.finish(exit_code=1)  # no-op when train already finished it
     except RunLocked as e:

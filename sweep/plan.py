@@ -31,8 +31,8 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     seq_len: int = 256  # tokens per training sequence (T in the FLOP count)
     batch_size: int = 32  # sequences per optimizer step, global across data-parallel ranks
     lr: float = 3e-3  # peak AdamW learning rate
-    min_lr_ratio: float = 0.1  # cosine decays to 10% of peak at the last step (Chinchilla)
-    warmup_frac: float = 0.05  # linear warm-up over this fraction of the run's steps
+    min_lr_ratio: float = 0.1  # the LR at the last step, as a share of the peak (Chinchilla's cosine: 10%)
+    warmup_frac: float = 0.05  # linear warm-up over this fraction of the run's steps (forks: of the trunk's shortest fork)
     weight_decay: float = 0.1  # decoupled AdamW decay on matrices only
     beta1: float = 0.9
     beta2: float = 0.95
@@ -44,6 +44,11 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     lr_rule: str = "constant"  # constant: `lr` for every run | deepseek: lr = 0.3118 * C^-0.1250 (DeepSeek LLM 2024, sec. 3.1)
     batch_rule: str = "constant"  # constant: `batch_size` | deepseek: batch tokens = 0.2920 * C^0.3271 (ibid.)
     batch_multiple: int = 1  # the deepseek batch is rounded to a multiple of this many sequences (e.g. the GPU count)
+    # cosine: warm-up, then cosine to min_lr_ratio over exactly the run (Chinchilla) | wsd: warm-up, a constant peak,
+    # then a cooldown over the last cooldown_frac of the run's steps to min_lr_ratio (Hägele et al. 2024, arXiv 2405.18392)
+    schedule: str = "cosine"
+    cooldown_frac: float = 0.2  # wsd: the share of the run's steps that cool down (Hägele et al.: ~20% matches cosine)
+    cooldown_shape: str = "1-sqrt"  # wsd: linear | 1-sqrt, lr = min + (peak - min)(1 - sqrt(progress)) (better: ibid.)
 
     def __post_init__(self):
         if self.lr_rule not in ("constant", "deepseek") or self.batch_rule not in ("constant", "deepseek"):
@@ -63,6 +68,12 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
             raise ValueError(f"recipe.warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not self.max_epochs > 0:
             raise ValueError(f"recipe.max_epochs must be > 0, got {self.max_epochs}")
+        if self.schedule not in ("cosine", "wsd"):
+            raise ValueError(f"recipe.schedule={self.schedule!r}: use cosine or wsd")
+        if not 0 < self.cooldown_frac < 1:
+            raise ValueError(f"recipe.cooldown_frac must be in (0, 1), got {self.cooldown_frac}")
+        if self.cooldown_shape not in ("linear", "1-sqrt"):
+            raise ValueError(f"recipe.cooldown_shape={self.cooldown_shape!r}: use linear or 1-sqrt")
 
     @property
     def tokens_per_step(self) -> int:
@@ -93,6 +104,7 @@ class SweepConfig:
     seeds: int = 1  # train every grid point this many times (seed + k), to measure run-to-run noise
     horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
     horizons_max_budget: float = 0.0  # skip horizon runs whose budget C x factor exceeds this; 0 = no cap
+    forks: bool = False  # one constant-LR trunk per (shape, seed), a cooldown fork per budget (needs recipe.schedule=wsd)
 
 
 def check_sweep(sweep: SweepConfig) -> None:
@@ -127,20 +139,31 @@ class RunSpec:
     flops: float  # planned FLOPs = tokens * flops_per_token, within half a step of budget
     epochs: Optional[float]  # tokens / training tokens available; None when the data size is unknown
     kind: str = "grid"  # one of sweep.runid.KINDS: grid (an isoFLOP point) | horizon (Approach 1's extra lengths) | ...
+    cooldown_steps: int = 0  # wsd: the last steps, whose LR decays to min_lr_ratio (0: cosine, or a trunk's constant LR)
+    start_step: int = 0  # a fork starts from its trunk's checkpoint at this step (steps, tokens, FLOPs count from 0)
+    trunk: Optional[str] = None  # a fork's trunk (its run id)
+    branch_steps: tuple = ()  # a trunk keeps checkpoints at these steps, where its forks branch off
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown run kind {self.kind!r}; kinds are {', '.join(KINDS)}")
+        object.__setattr__(self, "branch_steps", tuple(self.branch_steps))  # JSON gives a list
 
     @property
     def tokens_per_param(self) -> float:
         return self.tokens / self.params
+
+    @property
+    def flops_spent(self) -> float:
+        """FLOPs this run itself trains: a fork's share after its branch step (its prefix is its trunk's)."""
+        return (self.steps - self.start_step) * self.recipe.tokens_per_step * self.flops_per_token
 
     def to_dict(self) -> dict:
         """The spec as plan.json and result.json store it, in the oldest format version that can hold it
         (see SPEC_VERSION): keys added since version 1 are left out while they hold their default, so a
         sweep that uses no newer feature keeps byte-identical specs (and spec hashes) across versions."""
         d = asdict(self)
+        d["branch_steps"] = list(self.branch_steps)
         for section, added in ADDED_KEYS.items():
             part = d if section == "spec" else d[section]
             for key, default in added.items():
@@ -172,7 +195,10 @@ SPEC_VERSION = 2
 V1_KINDS = {"grid": "isoflop", "horizon": "horizon"}  # kinds version 1 knew, as it spelled them
 # Keys added to a spec (or its recipe) after version 1, with the default that gives version 1's behaviour.
 # New keys must default to the old behaviour; they are written only when they differ from it.
-ADDED_KEYS: dict[str, dict] = {"spec": {}, "recipe": {}}
+ADDED_KEYS: dict[str, dict] = {
+    "spec": {"cooldown_steps": 0, "start_step": 0, "trunk": None, "branch_steps": []},
+    "recipe": {"schedule": "cosine", "cooldown_frac": 0.2, "cooldown_shape": "1-sqrt"},
+}
 
 
 def spec_kind(d: dict) -> str:
@@ -257,50 +283,67 @@ def plan_grid(
                     continue
                 points.append((c * h, shape, t, 0, "horizon"))
 
-    for budget, shape, target, seed, kind in points:
-        run_recipe = dataclasses.replace(recipe.resolved(budget), seed=recipe.seed + seed)
-        tps = run_recipe.tokens_per_step
-        counts = param_counts(shape)
-        n = counts["params"]
-        fpt = flops_per_token(shape, recipe.flops_convention)
-        # steps * tps * fpt = C, rounded to the nearest whole optimizer step
-        steps = round(budget / (tps * fpt))
-        rid = run_id(budget, n, seed)
-        if rid in seen:
-            dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
-            continue
-        if steps < recipe.min_steps:
-            dropped.append(Dropped(
-                budget, target,
-                f"only {steps} steps (< recipe.min_steps={recipe.min_steps}); raise the budget or lower recipe.batch_size",
-                rid))
-            continue
-        tokens = steps * tps
-        epochs = tokens / train_tokens if train_tokens else None
-        if epochs is not None and epochs > recipe.max_epochs:
-            dropped.append(Dropped(
-                budget, target,
-                f"needs {epochs:.1f} epochs of the data (> recipe.max_epochs={recipe.max_epochs}); use more data or smaller budgets",
-                rid))
-            continue
-        seen.add(rid)
-        specs.append(RunSpec(
-            run_id=rid,
-            budget=budget,
-            model=shape,
-            recipe=run_recipe,
-            params=n,
-            params_non_embedding=counts["params_non_embedding"],
-            flops_per_token=fpt,
-            steps=steps,
-            warmup_steps=max(1, round(recipe.warmup_frac * steps)) if recipe.warmup_frac > 0 else 0,
-            tokens=tokens,
-            flops=tokens * fpt,
-            epochs=epochs,
-            kind=kind,
-        ))
-    specs.sort(key=lambda s: (s.kind != "grid", s.budget, s.params, s.recipe.seed))
+    if grid.forks:
+        from sweep.forks import plan_forks
+
+        specs = plan_forks(points, recipe, train_tokens, seen, dropped)
+    else:
+        for budget, shape, target, seed, kind in points:
+            run_recipe = dataclasses.replace(recipe.resolved(budget), seed=recipe.seed + seed)
+            spec = point_spec(budget, shape, target, seed, kind, run_recipe, train_tokens, seen, dropped)
+            if spec is not None:
+                specs.append(spec)
+    specs.sort(key=lambda s: (KINDS.index(s.kind) if s.kind != "trunk" else -1, s.budget, s.params, s.recipe.seed))
     return specs, dropped
+
+
+def steps_for(budget: float, tokens_per_step: int, flops_per_token: float) -> int:
+    """Optimizer steps whose exact FLOPs are nearest the budget: steps * tokens/step * FLOPs/token ~= C."""
+    return round(budget / (tokens_per_step * flops_per_token))
+
+
+def point_spec(budget: float, shape: ModelConfig, target: float, seed: int, kind: str, run_recipe: RecipeConfig,
+               train_tokens: Optional[int], seen: set, dropped: list, steps: Optional[int] = None,
+               warmup_steps: Optional[int] = None, min_steps: Optional[int] = None, **fields) -> Optional[RunSpec]:
+    """The RunSpec of one point trained with ``run_recipe`` (resolved, seeded), or None with the reason appended to
+    ``dropped``: its id collides with another (``seen``), too few steps, or too many epochs of the data.
+    ``steps`` defaults to the budget's, ``min_steps`` to the recipe's; ``fields`` are further RunSpec fields."""
+    tps = run_recipe.tokens_per_step
+    counts = param_counts(shape)
+    n = counts["params"]
+    fpt = flops_per_token(shape, run_recipe.flops_convention)
+    steps = steps_for(budget, tps, fpt) if steps is None else steps
+    rid = run_id(budget, n, seed, kind=kind)
+    if rid in seen:
+        dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
+        return None
+    if steps < (run_recipe.min_steps if min_steps is None else min_steps):
+        dropped.append(Dropped(
+            budget, target,
+            f"only {steps} steps (< recipe.min_steps={run_recipe.min_steps}); raise the budget or lower recipe.batch_size",
+            rid))
+        return None
+    tokens = steps * tps
+    epochs = tokens / train_tokens if train_tokens else None
+    if epochs is not None and epochs > run_recipe.max_epochs:
+        dropped.append(Dropped(
+            budget, target,
+            f"needs {epochs:.1f} epochs of the data (> recipe.max_epochs={run_recipe.max_epochs}); use more data or smaller budgets",
+            rid))
+        return None
+    seen.add(rid)
+    if warmup_steps is None:
+        warmup_steps = max(1, round(run_recipe.warmup_frac * steps)) if run_recipe.warmup_frac > 0 else 0
+    if run_recipe.schedule == "wsd" and "cooldown_steps" not in fields:
+        fields["cooldown_steps"] = cooldown_steps(steps, run_recipe)
+    return RunSpec(run_id=rid, budget=budget, model=shape, recipe=run_recipe, params=n,
+                   params_non_embedding=counts["params_non_embedding"], flops_per_token=fpt, steps=steps,
+                   warmup_steps=warmup_steps, tokens=tokens, flops=tokens * fpt, epochs=epochs, kind=kind, **fields)
+
+
+def cooldown_steps(steps: int, recipe: RecipeConfig) -> int:
+    """wsd: the cooldown covers the last cooldown_frac of a run's steps (at least one)."""
+    return max(1, round(recipe.cooldown_frac * steps))
 
 
 def smallest_budget(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vocab_size: int) -> float:
@@ -328,21 +371,26 @@ def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> l
 
 
 def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
-    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, planned FLOPs, est. time."""
-    head = (f"{'run id':<22} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
-            f"{'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'est.':>7}")
+    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, FLOPs (what the model
+    sees: a fork's include its trunk's), FLOPs spent (the run's own steps) and the estimated time of those."""
+    head = (f"{'run id':<24} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
+            f"{'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'spent':>9} {'est.':>7}")
     lines = [head, "-" * len(head)]
     total = 0.0
     for s in specs:
         m = s.model
         shape = f"{m.n_layers}x{m.d_model}, {m.n_heads}/{m.n_kv_heads}, {m.d_ff}"
         ep = f"{s.epochs:.2f}" if s.epochs is not None else "?"
-        est = _fmt_time(s.flops / flops_per_second) if flops_per_second > 0 else "?"
-        total += s.flops
-        lines.append(f"{s.run_id:<22} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
-                     f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {est:>7}")
+        est = _fmt_time(s.flops_spent / flops_per_second) if flops_per_second > 0 else "?"
+        total += s.flops_spent
+        lines.append(f"{s.run_id:<24} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
+                     f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {s.flops_spent:>9.4g} {est:>7}")
     tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
     lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
+    if any(s.kind == "trunk" for s in specs):
+        alone = sum(s.flops for s in specs if s.kind != "trunk")
+        lines.append(f"trunks and forks: {total:.3g} FLOPs against {alone:.3g} as independent cosine runs "
+                     f"(ratio {total / alone:.3f})")
     for d in dropped:
         lines.append(f"dropped C={d.budget:.3g} N~{d.target_params:.3g}: {d.reason}")
     return "\n".join(lines)
