@@ -23,40 +23,43 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from models.flops import flops_per_token
+from models.flops import flops_per_token, param_counts
 from sweep.plan import Dropped, RecipeConfig, RunSpec, cooldown_steps, point_spec, steps_for
 
 
 def plan_forks(points: list, recipe: RecipeConfig, train_tokens: Optional[int], seen: set,
                dropped: list) -> list[RunSpec]:
-    """Trunks and forks for ``points`` [(budget, shape, target N, seed repeat, kind)]; infeasible ones are dropped."""
+    """Trunks and forks for ``points`` [(budget, shape, target N, seed repeat, kind, fixed peak LR or None)];
+    infeasible ones are dropped.  Points that differ only in their LR (an LR scan) get a trunk each."""
     if recipe.schedule != "wsd":
         raise ValueError("sweep.forks=true branches cooldowns off constant-LR trunks: set recipe.schedule=wsd")
     groups: dict[tuple, list] = {}
     for point in points:
-        groups.setdefault((point[1], point[3]), []).append(point)
+        groups.setdefault((point[1], point[3], point[5]), []).append(point)
     specs = []
-    for (shape, seed), pts in groups.items():
+    for (shape, seed, lr), pts in groups.items():
         top = max(c for c, *_ in pts)
         run_recipe = dataclasses.replace(recipe.resolved(top), seed=recipe.seed + seed)  # one recipe per trunk
         fpt = flops_per_token(shape, run_recipe.flops_convention)
         steps = {c: steps_for(c, run_recipe.tokens_per_step, fpt) for c, *_ in pts}
+        # rules of N and D at the largest budget, for every fork: one LR, beta2 and batch per trunk
+        run_recipe = run_recipe.sized(param_counts(shape)["params"], steps[top] * run_recipe.tokens_per_step)
         feasible = [p for p in pts if steps[p[0]] >= run_recipe.min_steps]
         if not feasible:  # point_spec gives each its reason
-            for c, _, target, _, kind in pts:
-                point_spec(c, shape, target, seed, kind, run_recipe, train_tokens, seen, dropped)
+            for c, _, target, _, kind, _ in pts:
+                point_spec(c, shape, target, seed, kind, run_recipe, train_tokens, seen, dropped, lr=lr)
             continue
         shortest = min(steps[p[0]] for p in feasible)
-        warmup = max(1, round(run_recipe.warmup_frac * shortest)) if run_recipe.warmup_frac > 0 else 0
+        warmup = run_recipe.warmup_steps(shortest, param_counts(shape)["params"])  # of the trunk's shortest fork
         forks = []
-        for c, _, target, _, kind in sorted(pts, key=lambda p: p[0]):
+        for c, _, target, _, kind, _ in sorted(pts, key=lambda p: p[0]):
             cd = cooldown_steps(steps[c], run_recipe)
             if steps[c] >= run_recipe.min_steps and steps[c] - cd <= warmup:
                 dropped.append(Dropped(c, target, f"its cooldown would start inside the trunk's warm-up ({warmup} steps); "
                                                   "raise the budget or lower recipe.warmup_frac"))
                 continue
             fork = point_spec(c, shape, target, seed, "fork" if kind == "grid" else kind, run_recipe, train_tokens,
-                              seen, dropped, warmup_steps=warmup, cooldown_steps=cd, start_step=steps[c] - cd,
+                              seen, dropped, warmup_steps=warmup, lr=lr, cooldown_steps=cd, start_step=steps[c] - cd,
                               trunk="?")
             if fork is not None:
                 forks.append(fork)
@@ -65,7 +68,7 @@ def plan_forks(points: list, recipe: RecipeConfig, train_tokens: Optional[int], 
         branch = sorted({f.start_step for f in forks})
         # named by the largest budget it serves; not a run of its own, so recipe.min_steps does not apply
         trunk = point_spec(forks[-1].budget, shape, forks[-1].params, seed, "trunk", run_recipe, train_tokens, seen,
-                           dropped, steps=branch[-1], warmup_steps=warmup, min_steps=1, cooldown_steps=0,
+                           dropped, steps=branch[-1], warmup_steps=warmup, min_steps=1, lr=lr, cooldown_steps=0,
                            branch_steps=tuple(branch))
         if trunk is None:  # e.g. its id collides: its forks cannot run
             for f in forks:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import section
 from sweep.data import TokenData, data_dir, prepare
-from sweep.plan import Dropped, RunSpec, plan_grid
+from sweep.plan import Dropped, RunSpec, plan_sweep
 from sweep.rundir import RunLocked, finished, read_plan, read_result, remove_stale_temps, run_lock
 from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
@@ -22,7 +22,8 @@ from sweep.train import TrainerConfig, train
 log = logging.getLogger(__name__)
 
 
-def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
+def make_plan(cfg: DictConfig, centres: Optional[dict] = None,
+              extra_lrs: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
     """Prepare (or find) the data, verify it, then plan the grid against its vocab and size.
 
     Raises ValueError (one line, naming the fix) for data that cannot be trained on: a truncated or
@@ -35,8 +36,8 @@ def make_plan(cfg: DictConfig, centres: Optional[dict] = None) -> tuple[list[Run
             longest = max(len(a) for a in data.shards[split]) - 1  # inputs + the last target fit in one shard
             raise ValueError(f"recipe.seq_len={recipe.seq_len} is longer than the {split} split of {path} "
                              f"(its longest shard holds {longest} input tokens); lower recipe.seq_len or use more data")
-    specs, dropped = plan_grid(section(cfg, "sweep"), section(cfg, "model"), recipe, data.vocab_size,
-                               data.train_tokens, centres)
+    specs, dropped = plan_sweep(section(cfg, "sweep"), section(cfg, "model"), recipe, data.vocab_size,
+                                data.train_tokens, centres, extra_lrs)
     return specs, dropped, path
 
 

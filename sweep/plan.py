@@ -41,7 +41,7 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     min_steps: int = 50  # fewer optimizer steps than this is not a meaningful run
     max_epochs: float = 4.0  # drop points that would repeat the training data more often than this
     seed: int = 0
-    lr_rule: str = "constant"  # constant: `lr` for every run | deepseek: lr = 0.3118 * C^-0.1250 (DeepSeek LLM 2024, sec. 3.1)
+    lr_rule: str = "constant"  # constant: `lr` for every run | deepseek: of C | power: of N and D (see resolve_lr)
     batch_rule: str = "constant"  # constant: `batch_size` | deepseek: batch tokens = 0.2920 * C^0.3271 (ibid.)
     batch_multiple: int = 1  # the deepseek batch is rounded to a multiple of this many sequences (e.g. the GPU count)
     # cosine: warm-up, then cosine to min_lr_ratio over exactly the run (Chinchilla) | wsd: warm-up, a constant peak,
@@ -49,10 +49,26 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
     schedule: str = "cosine"
     cooldown_frac: float = 0.2  # wsd: the share of the run's steps that cool down (Hägele et al.: ~20% matches cosine)
     cooldown_shape: str = "1-sqrt"  # wsd: linear | 1-sqrt, lr = min + (peak - min)(1 - sqrt(progress)) (better: ibid.)
+    # lr_rule=power: lr = lr * (N / lr_n0)^(-lr_p) * (D / lr_d0)^lr_q (N: total parameters, D: the run's tokens)
+    lr_n0: float = 1e5
+    lr_p: float = 0.0
+    lr_d0: float = 1e7
+    lr_q: float = 0.0
+    beta2_half_life_tokens: float = 0.0  # > 0: beta2 = 0.5^(tokens per step / this), a half-life fixed in tokens
+    warmup_tokens: float = 0.0  # > 0: warm up over this many tokens (+ warmup_params x N) instead of warmup_frac
+    warmup_params: float = 0.0  # > 0: warm up over this many tokens per parameter (Porian et al. 2024: ~1, i.e. N tokens)
+    warmup_max_frac: float = 0.25  # ... capped at this fraction of the run's steps
 
     def __post_init__(self):
-        if self.lr_rule not in ("constant", "deepseek") or self.batch_rule not in ("constant", "deepseek"):
-            raise ValueError(f"recipe.lr_rule / recipe.batch_rule = {self.lr_rule!r} / {self.batch_rule!r}: use constant or deepseek")
+        if self.lr_rule not in ("constant", "deepseek", "power") or self.batch_rule not in ("constant", "deepseek"):
+            raise ValueError(f"recipe.lr_rule / recipe.batch_rule = {self.lr_rule!r} / {self.batch_rule!r}: lr_rule is "
+                             "constant, deepseek or power; batch_rule constant or deepseek")
+        if not (self.lr_n0 > 0 and self.lr_d0 > 0):
+            raise ValueError(f"recipe.lr_n0 and recipe.lr_d0 must be > 0, got {self.lr_n0}, {self.lr_d0}")
+        if self.beta2_half_life_tokens < 0 or self.warmup_tokens < 0 or self.warmup_params < 0:
+            raise ValueError("recipe.beta2_half_life_tokens, warmup_tokens and warmup_params must be >= 0 (0 = off)")
+        if not 0 < self.warmup_max_frac < 1:
+            raise ValueError(f"recipe.warmup_max_frac must be in (0, 1), got {self.warmup_max_frac}")
         if self.batch_multiple < 1:
             raise ValueError(f"recipe.batch_multiple must be >= 1, got {self.batch_multiple}")
         if self.flops_convention not in CONVENTIONS:
@@ -80,15 +96,53 @@ class RecipeConfig:  # mutable: Hydra must be able to override it (frozen datacl
         return self.batch_size * self.seq_len  # global batch in tokens
 
     def resolved(self, budget: float) -> "RecipeConfig":
-        """This recipe with the rules evaluated at budget C: every run's spec holds the resolved values."""
+        """This recipe with the budget's rules evaluated at C (the batch, and a deepseek LR); a power LR rule
+        waits for the run's size and length (``sized``)."""
         lr, batch = self.lr, self.batch_size
         if self.lr_rule == "deepseek":
-            lr = 0.3118 * budget ** -0.1250  # DeepSeek LLM (2024) fit of the optimal peak LR over compute C
+            lr = 0.3118 * budget ** -0.1250  # DeepSeek LLM (2024, sec. 3.1) fit of the optimal peak LR over compute C
         if self.batch_rule == "deepseek":
-            tokens = 0.2920 * budget ** 0.3271  # DeepSeek LLM (2024) fit of the optimal batch size in tokens
+            tokens = 0.2920 * budget ** 0.3271  # DeepSeek LLM (2024, sec. 3.1) fit of the optimal batch size in tokens
             m = self.batch_multiple
             batch = max(m, round(tokens / self.seq_len / m) * m)  # whole sequences, a multiple of batch_multiple
-        return dataclasses.replace(self, lr=lr, batch_size=batch, lr_rule="constant", batch_rule="constant")
+        rule = "power" if self.lr_rule == "power" else "constant"
+        return dataclasses.replace(self, lr=lr, batch_size=batch, lr_rule=rule, batch_rule="constant")
+
+    def sized(self, params: int, tokens: int) -> "RecipeConfig":
+        """A resolved recipe with the rules of the run's size N and length D evaluated: every run's spec holds
+        the values it trains with (lr_rule constant)."""
+        lr, beta2 = self.lr, self.beta2
+        if self.lr_rule == "power":
+            # lr = lr0 (N/N0)^-p (D/D0)^q: Porian et al. 2024 tune the LR per size; Step Law (arXiv 2503.04715)
+            # finds the optimal LR rising with the tokens D, so q is usually > 0
+            lr = self.lr * (params / self.lr_n0) ** -self.lr_p * (tokens / self.lr_d0) ** self.lr_q
+        if self.beta2_half_life_tokens > 0:
+            # beta2^(steps) halves a gradient's weight after half_life tokens: beta2 = 0.5^(tokens per step / half-life)
+            # (Marek et al. 2025, arXiv 2507.07101, keep the half-life fixed in tokens across batch sizes)
+            beta2 = 0.5 ** (self.tokens_per_step / self.beta2_half_life_tokens)
+        return dataclasses.replace(self, lr=lr, beta2=beta2, lr_rule="constant")
+
+    def warmup_steps(self, steps: int, params: int) -> int:
+        """Warm-up steps of a run of ``steps`` steps and N = ``params``: warmup_frac of the run, or (when set)
+        warmup_tokens + warmup_params x N tokens, capped at warmup_max_frac of the run (Porian et al. 2024 warm up
+        over ~N tokens)."""
+        if self.warmup_tokens > 0 or self.warmup_params > 0:
+            tokens = self.warmup_tokens + self.warmup_params * params
+            return max(1, min(math.ceil(tokens / self.tokens_per_step), math.floor(self.warmup_max_frac * steps)))
+        return max(1, round(self.warmup_frac * steps)) if self.warmup_frac > 0 else 0
+
+
+@dataclass
+class ScanConfig:
+    """``sweep.scan``: the LR scan of ``sweep.mode=lr_scan`` (sweep/lrscan.py)."""
+
+    sizes: int = 4  # model sizes, log-spaced over the range of the grid's sizes
+    lrs: int = 5  # peak LRs per size, log-spaced a factor lr_factor apart, centred on the recipe's rule
+    lr_factor: float = 2.0
+    tokens_per_param: float = 20.0  # each size's scan run trains D = this x N tokens ...
+    max_flops: float = 0.0  # ... unless the scan's FLOPs would exceed this: then the largest sizes train less; 0 = no cap
+    extend: int = 2  # when a size's best LR is at an edge of its scan, add up to this many LRs beyond it
+    lengths: list = field(default_factory=lambda: [0.25, 0.5])  # with sweep.forks: also cool down at these x the length
 
 
 @dataclass
@@ -105,6 +159,8 @@ class SweepConfig:
     horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
     horizons_max_budget: float = 0.0  # skip horizon runs whose budget C x factor exceeds this; 0 = no cap
     forks: bool = False  # one constant-LR trunk per (shape, seed), a cooldown fork per budget (needs recipe.schedule=wsd)
+    mode: str = "grid"  # grid: the isoFLOP grid | lr_scan: LR scans per size that fit recipe.lr_rule=power (sweep.scan)
+    scan: ScanConfig = field(default_factory=ScanConfig)
 
 
 def check_sweep(sweep: SweepConfig) -> None:
@@ -120,6 +176,14 @@ def check_sweep(sweep: SweepConfig) -> None:
         raise ValueError("sweep.seeds must be >= 1, sweep.horizons positive factors (e.g. [0.25,4]) and sweep.horizons_max_budget >= 0")
     if any(not n > 0 for n in sweep.sizes):
         raise ValueError(f"sweep.sizes must be positive parameter counts, got {list(sweep.sizes)}")
+    if sweep.mode not in ("grid", "lr_scan"):
+        raise ValueError(f"sweep.mode={sweep.mode!r}: use grid (the isoFLOP sweep) or lr_scan (fit the LR rule first)")
+    sc = sweep.scan
+    if sc.sizes < 1 or sc.lrs < 3 or not sc.lr_factor > 1 or not sc.tokens_per_param > 0 or sc.max_flops < 0 or sc.extend < 0:
+        raise ValueError("sweep.scan needs sizes >= 1, lrs >= 3 (a parabola), lr_factor > 1, tokens_per_param > 0, "
+                         "max_flops >= 0 and extend >= 0")
+    if any(not 0 < f < 1 for f in sc.lengths):
+        raise ValueError(f"sweep.scan.lengths are fractions of each size's scan length in (0, 1), got {list(sc.lengths)}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +261,9 @@ V1_KINDS = {"grid": "isoflop", "horizon": "horizon"}  # kinds version 1 knew, as
 # New keys must default to the old behaviour; they are written only when they differ from it.
 ADDED_KEYS: dict[str, dict] = {
     "spec": {"cooldown_steps": 0, "start_step": 0, "trunk": None, "branch_steps": []},
-    "recipe": {"schedule": "cosine", "cooldown_frac": 0.2, "cooldown_shape": "1-sqrt"},
+    "recipe": {"schedule": "cosine", "cooldown_frac": 0.2, "cooldown_shape": "1-sqrt", "lr_n0": 1e5, "lr_p": 0.0,
+               "lr_d0": 1e7, "lr_q": 0.0, "beta2_half_life_tokens": 0.0, "warmup_tokens": 0.0, "warmup_params": 0.0,
+               "warmup_max_frac": 0.25},
 }
 
 
@@ -267,7 +333,7 @@ def plan_grid(
             shapes.append(shape)
             isoflop.append((budget, shape, target))
 
-    points = [(c, shape, t, seed, "grid") for c, shape, t in isoflop for seed in range(grid.seeds)]
+    points = [(c, shape, t, seed, "grid", None) for c, shape, t in isoflop for seed in range(grid.seeds)]
     if grid.horizons:
         # Approach 1 wants each size trained to several token horizons (Chinchilla: 4 cosine lengths over 16x):
         # every shape of the grid, once, at its first budget times each horizon factor
@@ -281,20 +347,32 @@ def plan_grid(
                 if grid.horizons_max_budget and c * h > grid.horizons_max_budget:
                     dropped.append(Dropped(c * h, t, f"horizon run above sweep.horizons_max_budget={grid.horizons_max_budget:.3g}"))
                     continue
-                points.append((c * h, shape, t, 0, "horizon"))
+                points.append((c * h, shape, t, 0, "horizon", None))
 
     if grid.forks:
         from sweep.forks import plan_forks
 
         specs = plan_forks(points, recipe, train_tokens, seen, dropped)
     else:
-        for budget, shape, target, seed, kind in points:
+        for budget, shape, target, seed, kind, _ in points:
             run_recipe = dataclasses.replace(recipe.resolved(budget), seed=recipe.seed + seed)
             spec = point_spec(budget, shape, target, seed, kind, run_recipe, train_tokens, seen, dropped)
             if spec is not None:
                 specs.append(spec)
     specs.sort(key=lambda s: (KINDS.index(s.kind) if s.kind != "trunk" else -1, s.budget, s.params, s.recipe.seed))
     return specs, dropped
+
+
+def plan_sweep(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vocab_size: int,
+               train_tokens: Optional[int] = None, centres: Optional[dict] = None,
+               extra_lrs: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped]]:
+    """The sweep's runs for its ``sweep.mode``: the isoFLOP grid (plan_grid), or an LR scan (sweep/lrscan.py)."""
+    if grid.mode == "lr_scan":
+        from sweep.lrscan import plan_scan
+
+        check_sweep(grid)
+        return plan_scan(grid, ladder, recipe, vocab_size, train_tokens, extra_lrs)
+    return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)
 
 
 def steps_for(budget: float, tokens_per_step: int, flops_per_token: float) -> int:
@@ -304,16 +382,22 @@ def steps_for(budget: float, tokens_per_step: int, flops_per_token: float) -> in
 
 def point_spec(budget: float, shape: ModelConfig, target: float, seed: int, kind: str, run_recipe: RecipeConfig,
                train_tokens: Optional[int], seen: set, dropped: list, steps: Optional[int] = None,
-               warmup_steps: Optional[int] = None, min_steps: Optional[int] = None, **fields) -> Optional[RunSpec]:
+               warmup_steps: Optional[int] = None, min_steps: Optional[int] = None, lr: Optional[float] = None,
+               **fields) -> Optional[RunSpec]:
     """The RunSpec of one point trained with ``run_recipe`` (resolved, seeded), or None with the reason appended to
     ``dropped``: its id collides with another (``seen``), too few steps, or too many epochs of the data.
-    ``steps`` defaults to the budget's, ``min_steps`` to the recipe's; ``fields`` are further RunSpec fields."""
+    ``steps`` defaults to the budget's, ``min_steps`` to the recipe's; ``lr`` fixes the peak LR (an LR scan's point,
+    named in its id); ``fields`` are further RunSpec fields."""
+    if lr is not None:
+        run_recipe = dataclasses.replace(run_recipe, lr=lr, lr_rule="constant")
     tps = run_recipe.tokens_per_step
     counts = param_counts(shape)
     n = counts["params"]
     fpt = flops_per_token(shape, run_recipe.flops_convention)
     steps = steps_for(budget, tps, fpt) if steps is None else steps
-    rid = run_id(budget, n, seed, kind=kind)
+    if run_recipe.lr_rule != "constant" or run_recipe.beta2_half_life_tokens > 0:
+        run_recipe = run_recipe.sized(n, steps * tps)
+    rid = run_id(budget, n, seed, lr=lr, kind=kind)
     if rid in seen:
         dropped.append(Dropped(budget, target, "run id collides with another point (3 significant digits)", rid))
         return None
@@ -333,7 +417,7 @@ def point_spec(budget: float, shape: ModelConfig, target: float, seed: int, kind
         return None
     seen.add(rid)
     if warmup_steps is None:
-        warmup_steps = max(1, round(run_recipe.warmup_frac * steps)) if run_recipe.warmup_frac > 0 else 0
+        warmup_steps = run_recipe.warmup_steps(steps, n)
     if run_recipe.schedule == "wsd" and "cooldown_steps" not in fields:
         fields["cooldown_steps"] = cooldown_steps(steps, run_recipe)
     return RunSpec(run_id=rid, budget=budget, model=shape, recipe=run_recipe, params=n,
@@ -371,20 +455,22 @@ def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> l
 
 
 def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
-    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, FLOPs (what the model
-    sees: a fork's include its trunk's), FLOPs spent (the run's own steps) and the estimated time of those."""
+    """The plan as a fixed-width table: budget, N, shape, tokens, steps, the recipe each run trains with (peak LR,
+    batch in sequences, beta2, warm-up steps), tokens/param, epochs, FLOPs (what the model sees: a fork's include its
+    trunk's), FLOPs spent (the run's own steps) and the estimated time of those."""
     head = (f"{'run id':<24} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
-            f"{'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'spent':>9} {'est.':>7}")
+            f"{'lr':>8} {'batch':>5} {'beta2':>6} {'warm':>5} {'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'spent':>9} {'est.':>7}")
     lines = [head, "-" * len(head)]
     total = 0.0
     for s in specs:
-        m = s.model
+        m, r = s.model, s.recipe
         shape = f"{m.n_layers}x{m.d_model}, {m.n_heads}/{m.n_kv_heads}, {m.d_ff}"
         ep = f"{s.epochs:.2f}" if s.epochs is not None else "?"
         est = _fmt_time(s.flops_spent / flops_per_second) if flops_per_second > 0 else "?"
         total += s.flops_spent
         lines.append(f"{s.run_id:<24} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
-                     f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {s.flops_spent:>9.4g} {est:>7}")
+                     f"{r.lr:>8.3g} {r.batch_size:>5d} {r.beta2:>6.4g} {s.warmup_steps:>5d} {s.tokens_per_param:>6.1f} "
+                     f"{ep:>6} {s.flops:>9.4g} {s.flops_spent:>9.4g} {est:>7}")
     tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
     lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
     if any(s.kind == "trunk" for s in specs):

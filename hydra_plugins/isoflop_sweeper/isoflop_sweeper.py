@@ -108,9 +108,46 @@ class IsoFLOPSweeper(Sweeper):
             planned = self._plan(arguments)
         except (ValueError, OSError) as e:  # bad config, data or output dir: one line, nothing launched
             raise SweepError(e) from None
-        return self._launch(arguments, *planned) if planned else []
+        if not planned:
+            return []
+        if self.config.sweep.mode == "lr_scan":
+            return self._scan(arguments, *planned)
+        return self._launch(arguments, *planned)
 
-    def _plan(self, arguments: List[str]) -> Optional[tuple]:
+    def _scan(self, arguments, todo, sweep_dir):
+        """An LR scan: train its runs; while a size's best LR lies at an edge of its scan, plan one LR beyond it and
+        train that (up to sweep.scan.extend per size), all in this command; then fit the rule and write the recipe."""
+        from omegaconf import OmegaConf
+
+        from analysis.lrscan import format_scan, scan_outputs
+
+        returns = self._launch(arguments, todo, sweep_dir)
+        for _ in range(self.config.sweep.scan.extend):
+            try:
+                planned = self._plan(arguments, quiet=True)
+            except (ValueError, OSError) as e:
+                raise SweepError(e) from None
+            if not planned or not planned[0]:
+                break  # no edge left to extend, or its extensions are trained
+            print(f"LR scan: extending {len(planned[0])} runs beyond the edges of their sizes' scans")
+            returns += self._launch(arguments, *planned)
+        try:
+            result = scan_outputs(sweep_dir, OmegaConf.to_container(self.config.recipe, resolve=True))
+        except ValueError as e:
+            raise SweepError(f"the LR scan could not be fitted: {e}") from None
+        print(format_scan(result))
+        return returns
+
+    def _scan_extensions(self, sweep_dir: Path):
+        """{N: LRs} to train in an LR scan: those tried, and one beyond each edge still allowed (analysis.lrscan)."""
+        from analysis.lrscan import extensions, scan_rows
+
+        sc = self.config.sweep.scan
+        if not (sweep_dir / "plan.json").exists():
+            return None
+        return extensions(scan_rows(sweep_dir), sc.lr_factor, sc.lrs, sc.extend)
+
+    def _plan(self, arguments: List[str], quiet: bool = False) -> Optional[tuple]:
         """Plan the sweep and write its files; the runs still to train and the sweep dir (None: dry run)."""
         # imported here so that Hydra's plugin discovery stays cheap
         from analysis.refine import refine_centres
@@ -135,7 +172,8 @@ class IsoFLOPSweeper(Sweeper):
         ident, defaults = identity(cfg)
         check_identity(sweep_dir, ident, defaults, launch.allow_config_change)  # again under the lock below
         centres = refine_centres(sweep_dir) if launch.refine else None
-        specs, dropped, data_path = make_plan(cfg, centres=centres)
+        extra = self._scan_extensions(sweep_dir) if cfg.sweep.mode == "lr_scan" else None
+        specs, dropped, data_path = make_plan(cfg, centres=centres, extra_lrs=extra)
         if centres:
             # a refined sweep keeps the first pass's runs and adds the re-centred ones
             print("refined grid centres: " + ", ".join(f"C={c:.3g}: N={n:.3g}" for c, n in sorted(centres.items())))
@@ -143,8 +181,10 @@ class IsoFLOPSweeper(Sweeper):
             specs = sorted([RunSpec.from_dict(r) for r in read_plan_dicts(sweep_dir) if r["run_id"] not in ids] + specs,
                            key=lambda s: (s.budget, s.params))
         _check_trunks(sweep_dir, specs)
-        print(f"isoFLOP sweep '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
-        print(format_plan(specs, dropped, launch.assumed_flops_per_s))
+        if not quiet:
+            kind = "LR scan" if cfg.sweep.mode == "lr_scan" else "isoFLOP sweep"
+            print(f"{kind} '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
+            print(format_plan(specs, dropped, launch.assumed_flops_per_s))
         if launch.dry_run:
             return None
         if not specs:
