@@ -51,7 +51,7 @@ from sweep.device import (Dist, all_reduce, autocast, device_name, fmt_mfu, max_
                           to_device, use_bf16)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
-                          last_val_loss, truncate_metrics, write_result)
+                          last_val_loss, read_metrics, truncate_metrics, write_result)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Run:
     accum: int  # micro-batches per optimizer step
     rows: slice  # this rank's share of every global batch
     start: int  # the step this attempt starts at (> 0 after a resume)
-    loop: dict  # smoothed loss, first loss and elapsed seconds; saved in every checkpoint
+    loop: dict  # smoothed loss, first loss, elapsed seconds, the wandb state; saved in every checkpoint
     eval_steps: set
     flops_per_step: float  # exact, under spec.recipe.flops_convention
     peak: Optional[float]  # the device's bf16 peak FLOP/s, for MFU
@@ -228,6 +228,8 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir, start)  # drop lines logged after the checkpoint we resume from
+        if tracker is not None and tracker.enabled:  # the same wandb run goes on; its state rides in every checkpoint
+            loop["wandb"] = tracker.start(loop.get("wandb"), history=read_metrics(run_dir))
         if ckpt:
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
         # one line per (re)start: shows nothing was retrained
