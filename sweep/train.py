@@ -202,7 +202,8 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
         if trunk is None or trunk.run_id != spec.trunk:
             raise ValueError(f"{spec.run_id} is a fork of {spec.trunk}: pass that trunk's spec")
         ckpt = load_branch_checkpoint(run_dir.parent / trunk.run_id, spec.start_step, trunk)
-        ckpt["loop"] = {**ckpt["loop"], "elapsed": 0.0}  # the trunk's time is the trunk's
+        # the trunk's time and wandb run are the trunk's: the fork starts its own
+        ckpt["loop"] = {k: v for k, v in ckpt["loop"].items() if k != "wandb"} | {"elapsed": 0.0}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     ddp = None

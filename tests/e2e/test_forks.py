@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from helpers import REPO, finish, launch, results, sweep_args
+from wandb_records import history_and_summary
 from sweep.data import TokenData
 from sweep.plan import RunSpec
 from sweep.rundir import read_attempts, read_metrics
@@ -22,7 +23,8 @@ GRID = ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]", "recip
 @pytest.fixture(scope="module")
 def forks_sweep(tmp_path_factory, corpus_dir):
     tmp = tmp_path_factory.mktemp("forks")
-    out = finish(launch(sweep_args(tmp, corpus_dir, "f", *GRID, "sweep.forks=true")))
+    out = finish(launch(sweep_args(tmp, corpus_dir, "f", *GRID, "sweep.forks=true", "wandb.enabled=true",
+                                   "wandb.project=test"), env={"WANDB_MODE": "offline"}), timeout=900)
     return tmp, tmp / "f", out
 
 
@@ -58,6 +60,12 @@ def test_forks_sweep_trains_each_fork_from_its_trunk(forks_sweep):
         mid = decay + s.cooldown_steps // 2
         p = (mid - decay + 1) / s.cooldown_steps
         assert lr_at(mid, s) == pytest.approx(s.recipe.lr * (0.1 + 0.9 * (1 - math.sqrt(p))))
+    logged = {}  # every run, trunk or fork, is its own wandb run
+    for f in (sweep_dir / "wandb").glob("offline-run-*/run-*.wandb"):
+        conf = history_and_summary(f)[2]
+        if conf.get("spec"):
+            logged.setdefault(conf["spec"]["run_id"], set()).add(f.parent.name)
+    assert set(logged) == set(plan) and all(len(v) == 1 for v in logged.values())
     for rid, t in trunks.items():  # constant LR after the warm-up, to the longest fork's branch step
         metrics = read_metrics(sweep_dir / rid)
         assert metrics[-1]["step"] == t.steps == max(t.branch_steps)
