@@ -18,7 +18,8 @@ from hydra.core.config_store import ConfigStore
 
 from models.ladder import LadderConfig
 from sweep.data.config import NOT_HASHED, DataConfig
-from sweep.plan import RecipeConfig, SweepConfig
+from sweep.plan import SweepConfig
+from sweep.recipe import RecipeConfig
 from sweep.tracking import WandbConfig
 from sweep.train import TrainerConfig
 

@@ -24,7 +24,8 @@ import dataclasses
 from typing import Optional
 
 from models.flops import flops_per_token, param_counts
-from sweep.plan import Dropped, RecipeConfig, RunSpec, cooldown_steps, point_spec, steps_for
+from sweep.plan import Dropped, RunSpec, cooldown_steps, point_spec, steps_for
+from sweep.recipe import RecipeConfig
 
 
 def plan_forks(points: list, recipe: RecipeConfig, train_tokens: Optional[int], seen: set,

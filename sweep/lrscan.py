@@ -21,12 +21,14 @@ from typing import Optional
 
 from models.flops import flops_per_token, param_counts
 from models.ladder import LadderConfig, shape_for_params
-from sweep.plan import Dropped, RecipeConfig, RunSpec, SweepConfig, point_spec, target_sizes
+from sweep.plan import Dropped, RunSpec, SweepConfig, ladder_flops_per_token, point_spec, target_sizes
+from sweep.recipe import RecipeConfig
 
 
-def scan_sizes(grid: SweepConfig, ladder: LadderConfig, vocab_size: int, seq_len: int) -> list:
+def scan_sizes(grid: SweepConfig, ladder: LadderConfig, vocab_size: int, seq_len: int, convention: str) -> list:
     """The scan's distinct ladder shapes: ``scan.sizes`` targets log-spaced over the grid's smallest to largest target."""
-    targets = [n for c in grid.budgets for n in target_sizes(float(c), grid)]
+    fpt_of = ladder_flops_per_token(vocab_size, seq_len, ladder, convention) if grid.prior_count == "exact" else None
+    targets = [n for c in grid.budgets for n in target_sizes(float(c), grid, None, fpt_of)]
     lo, hi, k = min(targets), max(targets), grid.scan.sizes
     shapes = []
     for i in range(k):
@@ -68,7 +70,7 @@ def scan_lrs(centre: float, grid: SweepConfig, extra=()) -> list[float]:
 def plan_scan(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vocab_size: int,
               train_tokens: Optional[int] = None, extra: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped]]:
     """The scan's runs and dropped points.  ``extra``: {N (params) of a size: [extra peak LRs]}."""
-    shapes = scan_sizes(grid, ladder, vocab_size, recipe.seq_len)
+    shapes = scan_sizes(grid, ladder, vocab_size, recipe.seq_len, recipe.flops_convention)
     budgets = scan_budgets(shapes, grid, recipe.flops_convention)
     points, dropped, seen, specs = [], [], set(), []
     for shape, c in zip(shapes, budgets):

@@ -4,7 +4,8 @@ import pytest
 
 from models.flops import flops_per_token, param_counts
 from models.ladder import LadderConfig
-from sweep.plan import RecipeConfig, RunSpec, SweepConfig, format_plan, plan, plan_grid, target_sizes
+from sweep.plan import RunSpec, SweepConfig, format_plan, plan, plan_grid, target_sizes
+from sweep.recipe import RecipeConfig
 from sweep.runid import parse_run_id, parse_run_id_full
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True)
@@ -180,3 +181,18 @@ def test_power_lr_rule_beta2_half_life_and_warmup_in_tokens_resolve_per_run():
     assert " lr " in table.splitlines()[0] and f"{specs[0].recipe.lr:.3g}" in table.splitlines()[2]
     with pytest.raises(ValueError, match="lr_rule is constant, deepseek or power"):
         RecipeConfig(lr_rule="cubic")
+
+
+def test_exact_prior_centres_each_grid_where_r_n_fpt_n_equals_the_budget():
+    from sweep.plan import ladder_flops_per_token
+
+    fpt_of = ladder_flops_per_token(512, RECIPE.seq_len, LADDER, "chinchilla")
+    for s in plan(grid(budgets=[3e11], sizes_per_budget=9, size_span=64), LADDER, RECIPE, vocab_size=512):
+        assert fpt_of(s.params) == pytest.approx(flops_per_token(s.model, "chinchilla"), rel=1e-12)  # exact on a rung
+    for c in (3e11, 1e12, 1e13):
+        t = target_sizes(c, grid(prior_count="exact", tokens_per_param=60), flops_per_token_of=fpt_of)
+        n_star = math.exp(sum(map(math.log, t)) / len(t))
+        assert 60 * n_star * fpt_of(n_star) == pytest.approx(c, rel=1e-9)  # D = 60 N tokens of the exact count make C
+        assert n_star < math.sqrt(c / (6 * 60))  # tiny models cost more than 6N per token: a smaller N* than 6N's
+    with pytest.raises(ValueError, match="prior_count"):
+        plan(grid(prior_count="7N"), LADDER, RECIPE, vocab_size=512)

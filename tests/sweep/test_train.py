@@ -11,7 +11,8 @@ from models.flops import MATMUL_TERMS, forward_terms
 from models.ladder import LadderConfig
 from models.transformer import Transformer
 from sweep.data import TokenData
-from sweep.plan import RecipeConfig, SweepConfig, plan
+from sweep.plan import SweepConfig, plan
+from sweep.recipe import RecipeConfig
 from sweep.train import TrainerConfig, lr_at, train
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True, min_layers=2)

@@ -10,7 +10,8 @@ import torch
 
 from models.ladder import LadderConfig
 from sweep.data import TokenData
-from sweep.plan import RecipeConfig, SweepConfig, plan
+from sweep.plan import SweepConfig, plan
+from sweep.recipe import RecipeConfig
 from sweep.device import PEAK_BF16_FLOPS, fmt_mfu, mfu, peak_flops_per_s
 from sweep.rundir import checkpoint_paths
 from sweep.train import TrainerConfig, train
