@@ -6,8 +6,9 @@
    (n_layers = d_model / aspect_ratio, at least 2): their smallest rung, its embedding share, the rungs' spacing and
    the depths used between 1e11 and 1e13 (the sizes a 16x grid around the prior's optimum asks for).
 2. Depth against width on real runs: the same 6 target sizes at 1e12 FLOPs with aspect ratio 8, 12 and 16.
-3. The centring prior: a 3-budget profile (1e11, 1e12, 1e13) with a wide size span on the embedded corpus; each
-   budget's best run must lie strictly inside its sizes, and the measured optimum gives tokens per parameter.
+3. The centring prior: a 3-budget profile (1e11, 1e12, 1e13) over wide size spans on the embedded corpus, with the
+   sizes of each budget given explicitly (1e12's are section 2's d/12 runs); each budget's best run must lie
+   strictly inside its sizes, and the measured optimum gives tokens per parameter.
 
 Every sweep resumes (outputs/bench_tiny/), so a killed run picks up where it stopped.  Losses are nats per byte.
 """
@@ -28,7 +29,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from ladder_table import ladder_config, rows  # noqa: E402
-from models.flops import param_counts  # noqa: E402
 from models.ladder import shape_for_params  # noqa: E402
 from sweep.rundir import read_plan, read_result  # noqa: E402
 
@@ -44,7 +44,7 @@ CANDIDATES = {  # name: (overrides, vocab)
                                                "model.tie_embeddings=true", "model.min_layers=2"], 512),
 }
 SHAPE_SIZES = "[1.1e4,2.5e4,5e4,1e5,2e5,4e5]"
-PROFILE = ["sweep.budgets=[1e11,1e12,1e13]", "sweep.sizes_per_budget=7", "sweep.size_span=64", "sweep.tokens_per_param=20"]
+PROFILE = {1e11: "[3.8e3,1.1e4,2e4,4.6e4,7e4]", 1e13: "[4.6e4,7e4,1.24e5,2.06e5,3.93e5]"}  # 1e12: shape_ar12
 
 
 def sweep(name: str, args: list[str]) -> Path:
@@ -103,30 +103,38 @@ def shape_section(dirs: dict) -> list[str]:
     return lines
 
 
-def profile_section(d: Path) -> list[str]:
-    fit_dir = d.parent / f"{d.name}_fit"
-    subprocess.run([sys.executable, "-m", "analysis", str(d), "--out", str(fit_dir), "--bootstrap", "500"], cwd=REPO,
+def profile_section(dirs: dict) -> list[str]:
+    """Approach 2 through the three budgets' runs (one results CSV), and each budget's profile."""
+    import csv
+
+    rows = [(s, r) for d in dirs.values() for s, r in results(d) if r is not None and r.status == "done"]
+    table = OUT / "profile.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "budget", "flops", "params", "params_non_embedding", "tokens", "loss"])
+        for s, r in rows:
+            w.writerow([s.run_id, s.budget, r.flops, s.params, s.params_non_embedding, r.tokens, r.final_val_loss])
+    fit_dir = OUT / "profile_fit"
+    subprocess.run([sys.executable, "-m", "analysis", str(table), "--out", str(fit_dir), "--bootstrap", "500"], cwd=REPO,
                    capture_output=True)
-    fit = json.loads((fit_dir / "fit.json").read_text())
+    fit = json.loads((fit_dir / "fit.json").read_text()) if (fit_dir / "fit.json").exists() else {}
     a2 = fit.get("approach2") or {}
     lines = ["", "## 3. The centring prior: a 3-budget profile", "",
-             f"`{' '.join(PROFILE)}` with `model=tiny` on the embedded corpus ({', '.join(RECIPE)}, cosine).", "",
+             f"`model=tiny` on the embedded corpus ({', '.join(RECIPE)}, cosine), sizes per budget: 1e11 {PROFILE[1e11]}, "
+             f"1e12 {SHAPE_SIZES} (section 2), 1e13 {PROFILE[1e13]}.", "",
              "| budget | sizes (N: loss) | best run | inside? | vertex N_opt | D_opt | D_opt / N_opt | r = C / (6 N_opt^2) |",
              "|---|---|---|---|---|---|---|---|"]
-    res = [(s, r) for s, r in results(d) if r is not None and r.status == "done"]
-    for c in sorted({s.budget for s, _ in res}):
-        rs = sorted(((s, r) for s, r in res if s.budget == c), key=lambda sr: sr[0].params)
+    for c in sorted({s.budget for s, _ in rows}):
+        rs = sorted(((s, r) for s, r in rows if s.budget == c), key=lambda sr: sr[0].params)
         k = min(range(len(rs)), key=lambda i: rs[i][1].final_val_loss)
         inside = 0 < k < len(rs) - 1
-        cells = ", ".join(f"{s.params / 1e3:.0f}k: {r.final_val_loss:.4f}" for s, r in rs)
-        vertex = ""
+        cells = ", ".join(f"{s.params / 1e3:.1f}k: {r.final_val_loss:.4f}" for s, r in rs)
+        vertex = "- | - | - | -"
         if c in a2.get("budgets", []):
             i = a2["budgets"].index(c)
             n, dd = a2["N_opt"][i], a2["D_opt"][i]
             vertex = f"{n:.3g} | {dd:.3g} | {dd / n:.1f} | {c / (6 * n * n):.1f}"
-        else:
-            vertex = "- | - | - | -"
-        lines.append(f"| {c:.0e} | {cells} | {rs[k][0].params / 1e3:.0f}k | {'yes' if inside else 'NO'} | {vertex} |")
+        lines.append(f"| {c:.0e} | {cells} | {rs[k][0].params / 1e3:.1f}k | {'yes' if inside else 'NO'} | {vertex} |")
     if a2:
         ci = a2.get("ci", {})
         lines += ["", f"Approach 2 through the vertices: a = {a2['a']:.3f} {ci.get('a')}, b = {a2['b']:.3f} {ci.get('b')}."]
@@ -139,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "tiny_preset.md")
     a = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    lines = [f"# The tiny preset (`model=tiny`), measured", "",
+    lines = ["# The tiny preset (`model=tiny`), measured", "",
              f"Generated by `python scripts/bench_tiny_preset.py` on {time.strftime('%Y-%m-%d')} (2 CPU cores, shared).", ""]
     reading = a.out.with_name("tiny_preset_reading.md")
     if reading.exists():
@@ -148,11 +156,13 @@ def main(argv=None) -> int:
     if not a.skip_train:
         shape = {ar: ["model=tiny", f"model.aspect_ratio={ar}", *RECIPE, "sweep.budgets=[1e12]", f"sweep.sizes={SHAPE_SIZES}"]
                  for ar in (8, 12, 16)}
+        prof = {c: ["model=tiny", *RECIPE, f"sweep.budgets=[{c:.0e}]", f"sweep.sizes={sizes}"] for c, sizes in PROFILE.items()}
         with ThreadPoolExecutor(max_workers=2) as pool:
-            prof = pool.submit(sweep, "profile", ["model=tiny", *RECIPE, *PROFILE])
-            dirs = dict(zip(shape, pool.map(lambda ar: sweep(f"shape_ar{ar}", shape[ar]), shape)))
+            top = pool.submit(sweep, "profile_1e13", prof[1e13])  # the longest: one thread from the start
+            dirs = {ar: sweep(f"shape_ar{ar}", shape[ar]) for ar in shape}
+            low = sweep("profile_1e11", prof[1e11])
             lines += shape_section(dirs)
-            lines += profile_section(prof.result())
+            lines += profile_section({1e11: low, 1e12: dirs[12], 1e13: top.result()})
     a.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
     return 0

@@ -51,9 +51,16 @@ class SweepConfig:
     prior_count: str = "6N"  # how the prior turns C into D: 6N (C = 6 N D) | exact (C = D x the ladder's FLOPs/token)
     sizes: list = field(default_factory=list)  # explicit target sizes N for every budget; overrides the knobs above
     seeds: int = 1  # train every grid point this many times (seed + k), to measure run-to-run noise
+    seed_sizes: int = 0  # > 0: repeat only the this many central sizes of each budget (0: every size)
     horizons: list = field(default_factory=list)  # Approach 1: also train each size to C x these factors, e.g. [0.25, 4]
     horizons_max_budget: float = 0.0  # skip horizon runs whose budget C x factor exceeds this; 0 = no cap
     forks: bool = False  # one constant-LR trunk per (shape, seed), a cooldown fork per budget (needs recipe.schedule=wsd)
+    # after the grid: fit, predict the compute-optimal N at validate_factor x the top budget, and train validate_sizes
+    # runs there (kind validation, held out of every fit), log-spaced over validate_span around the prediction
+    validate: bool = False
+    validate_factor: float = 3.0
+    validate_sizes: int = 1
+    validate_span: float = 4.0
     mode: str = "grid"  # grid: the isoFLOP grid | lr_scan: LR scans per size that fit recipe.lr_rule=power (sweep.scan)
     scan: ScanConfig = field(default_factory=ScanConfig)
 
@@ -67,10 +74,12 @@ def check_sweep(sweep: SweepConfig) -> None:
         raise ValueError(f"sweep.budgets must be positive numbers, got {budgets}")
     if sweep.sizes_per_budget < 1 or sweep.size_span < 1 or not sweep.tokens_per_param > 0:
         raise ValueError("sweep.sizes_per_budget >= 1, sweep.size_span >= 1 and sweep.tokens_per_param > 0 are required")
-    if sweep.seeds < 1 or any(not h > 0 for h in sweep.horizons) or sweep.horizons_max_budget < 0:
+    if sweep.seeds < 1 or sweep.seed_sizes < 0 or any(not h > 0 for h in sweep.horizons) or sweep.horizons_max_budget < 0:
         raise ValueError("sweep.seeds must be >= 1, sweep.horizons positive factors (e.g. [0.25,4]) and sweep.horizons_max_budget >= 0")
     if any(not n > 0 for n in sweep.sizes):
         raise ValueError(f"sweep.sizes must be positive parameter counts, got {list(sweep.sizes)}")
+    if not (sweep.validate_factor > 0 and sweep.validate_sizes >= 1 and sweep.validate_span >= 1):
+        raise ValueError("sweep.validate_factor > 0, sweep.validate_sizes >= 1 and sweep.validate_span >= 1 are required")
     if sweep.prior_count not in ("6N", "exact"):
         raise ValueError(f"sweep.prior_count={sweep.prior_count!r}: use 6N or exact")
     if sweep.mode not in ("grid", "lr_scan"):
@@ -262,7 +271,13 @@ def plan_grid(
             shapes.append(shape)
             isoflop.append((budget, shape, target))
 
-    points = [(c, shape, t, seed, "grid", None) for c, shape, t in isoflop for seed in range(grid.seeds)]
+    points = []
+    for budget in sorted({c for c, _, _ in isoflop}):
+        row = [(c, shape, t) for c, shape, t in isoflop if c == budget]
+        first = (len(row) - grid.seed_sizes) // 2 if 0 < grid.seed_sizes < len(row) else 0  # the central seed_sizes
+        last = first + grid.seed_sizes if 0 < grid.seed_sizes < len(row) else len(row)
+        points += [(c, shape, t, seed, "grid", None) for i, (c, shape, t) in enumerate(row)
+                   for seed in range(grid.seeds if first <= i < last else 1)]
     if grid.horizons:
         # Approach 1 wants each size trained to several token horizons (Chinchilla: 4 cosine lengths over 16x):
         # every shape of the grid, once, at its first budget times each horizon factor
@@ -302,6 +317,30 @@ def plan_sweep(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vo
         check_sweep(grid)
         return plan_scan(grid, ladder, recipe, vocab_size, train_tokens, extra_lrs)
     return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)
+
+
+def plan_validation(grid: SweepConfig, ladder: LadderConfig, recipe: RecipeConfig, vocab_size: int,
+                    train_tokens: Optional[int], budget: float, n_opt: float) -> tuple[list[RunSpec], list[Dropped]]:
+    """The forward validation runs (``sweep.validate``): at ``budget`` (validate_factor x the top budget), the ladder
+    shapes nearest ``n_opt`` (the law's prediction) and, with validate_sizes > 1, log-spaced over validate_span
+    around it; standalone runs of the recipe's schedule (a forks sweep's trunks cannot branch at a new length)."""
+    k = grid.validate_sizes
+    targets = [n_opt] if k == 1 else [n_opt * grid.validate_span ** (i / (k - 1) - 0.5) for i in range(k)]
+    specs, dropped, seen, shapes = [], [], set(), []
+    for t in targets:
+        try:
+            shape = shape_for_params(t, vocab_size, recipe.seq_len, ladder)
+        except ValueError as e:
+            dropped.append(Dropped(budget, t, f"{e}; the validation run cannot be trained on this ladder"))
+            continue
+        if shape in shapes:
+            dropped.append(Dropped(budget, t, "same ladder shape as the previous validation size; raise sweep.validate_span"))
+            continue
+        shapes.append(shape)
+        spec = point_spec(budget, shape, t, 0, "validation", recipe.resolved(budget), train_tokens, seen, dropped)
+        if spec is not None:
+            specs.append(spec)
+    return specs, dropped
 
 
 def steps_for(budget: float, tokens_per_step: int, flops_per_token: float) -> int:

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from models.flops import flops_per_token, param_counts
-from models.ladder import LadderConfig
+from models.ladder import LadderConfig, shape_for_params
 from sweep.plan import RunSpec, SweepConfig, format_plan, plan, plan_grid, target_sizes
 from sweep.recipe import RecipeConfig
 from sweep.runid import parse_run_id, parse_run_id_full
@@ -196,3 +196,25 @@ def test_exact_prior_centres_each_grid_where_r_n_fpt_n_equals_the_budget():
         assert n_star < math.sqrt(c / (6 * 60))  # tiny models cost more than 6N per token: a smaller N* than 6N's
     with pytest.raises(ValueError, match="prior_count"):
         plan(grid(prior_count="7N"), LADDER, RECIPE, vocab_size=512)
+
+
+def test_seed_repeats_of_the_central_sizes_only():
+    specs = plan(grid(budgets=[1e12, 3e12], seeds=2, seed_sizes=3), LADDER, RECIPE, vocab_size=512)
+    for c in (1e12, 3e12):
+        sizes = sorted({s.params for s in specs if s.budget == c})
+        repeated = sorted(s.params for s in specs if s.budget == c and s.run_id.endswith("-s1"))
+        first = (len(sizes) - 3) // 2
+        assert len(sizes) >= 4 and repeated == sizes[first:first + 3]  # the middle three
+
+
+def test_validation_runs_around_the_predicted_optimum():
+    from sweep.plan import plan_validation
+
+    g = grid(validate=True, validate_sizes=3, validate_span=4)
+    specs, dropped = plan_validation(g, LADDER, RECIPE, 512, None, 9e12, 2e5)
+    assert len(specs) == 3 and not dropped and {s.kind for s in specs} == {"validation"}
+    assert all(s.run_id.endswith("-val") and s.budget == 9e12 for s in specs)
+    ns = sorted(s.params for s in specs)
+    assert ns[0] < 2e5 < ns[-1] and ns[-1] / ns[0] == pytest.approx(4, rel=0.6)  # ladder rungs nearest 1e5, 2e5, 4e5
+    one, _ = plan_validation(grid(validate=True), LADDER, RECIPE, 512, None, 9e12, 2e5)
+    assert [s.params for s in one] == [param_counts(shape_for_params(2e5, 512, RECIPE.seq_len, LADDER))["params"]]
