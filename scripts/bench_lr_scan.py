@@ -28,6 +28,7 @@ DATASETS = {  # name: (experiment, overrides)
     "prose": ("cpu_sweep", ["data=c4", "data.path=data_cache/corpora/c4-like", "data.max_tokens=6e7"]),
 }
 SCAN = ["sweep.mode=lr_scan", "sweep.scan.sizes=4", "sweep.scan.lrs=5", "sweep.scan.lr_factor=2", "recipe.schedule=wsd",
+        "sweep.scan.tokens_per_param=50",  # the sweeps' measured optimum (benchmarks/tiny_preset.md), not the default 20
         "sweep.forks=true", "recipe.lr_rule=constant", "recipe.lr=3e-3", "trainer.num_threads=1", "trainer.progress=false"]
 
 

@@ -6,7 +6,7 @@
    (n_layers = d_model / aspect_ratio, at least 2): their smallest rung, its embedding share, the rungs' spacing and
    the depths used between 1e11 and 1e13 (the sizes a 16x grid around the prior's optimum asks for).
 2. Depth against width on real runs: the same 6 target sizes at 1e12 FLOPs with aspect ratio 8, 12 and 16.
-3. The centring prior: a 3-budget profile (1e11, 1e12, 1e13) over wide size spans on the embedded corpus, with the
+3. The centring prior: a 3-budget profile (3e11, 1e12, 3e12) over wide size spans on the embedded corpus, with the
    sizes of each budget given explicitly (1e12's are section 2's d/12 runs); each budget's best run must lie
    strictly inside its sizes, and the measured optimum gives tokens per parameter.
 
@@ -44,7 +44,7 @@ CANDIDATES = {  # name: (overrides, vocab)
                                                "model.tie_embeddings=true", "model.min_layers=2"], 512),
 }
 SHAPE_SIZES = "[1.1e4,2.5e4,5e4,1e5,2e5,4e5]"
-PROFILE = {1e11: "[3.8e3,1.1e4,2e4,4.6e4,7e4]", 1e13: "[4.6e4,7e4,1.24e5,2.06e5,3.93e5]"}  # 1e12: shape_ar12
+PROFILE = {3e11: "[3.82e3,1.1e4,2e4,4.6e4,7e4]", 3e12: "[2.03e4,4.63e4,7.04e4,1.24e5,2.06e5,3.93e5]"}  # 1e12: shape_ar12
 
 
 def sweep(name: str, args: list[str]) -> Path:
@@ -120,8 +120,8 @@ def profile_section(dirs: dict) -> list[str]:
     fit = json.loads((fit_dir / "fit.json").read_text()) if (fit_dir / "fit.json").exists() else {}
     a2 = fit.get("approach2") or {}
     lines = ["", "## 3. The centring prior: a 3-budget profile", "",
-             f"`model=tiny` on the embedded corpus ({', '.join(RECIPE)}, cosine), sizes per budget: 1e11 {PROFILE[1e11]}, "
-             f"1e12 {SHAPE_SIZES} (section 2), 1e13 {PROFILE[1e13]}.", "",
+             f"`model=tiny` on the embedded corpus ({', '.join(RECIPE)}, cosine), sizes per budget: 3e11 {PROFILE[3e11]}, "
+             f"1e12 {SHAPE_SIZES} (section 2), 3e12 {PROFILE[3e12]}.", "",
              "| budget | sizes (N: loss) | best run | inside? | vertex N_opt | D_opt | D_opt / N_opt | r = C / (6 N_opt^2) |",
              "|---|---|---|---|---|---|---|---|"]
     for c in sorted({s.budget for s, _ in rows}):
@@ -158,11 +158,11 @@ def main(argv=None) -> int:
                  for ar in (8, 12, 16)}
         prof = {c: ["model=tiny", *RECIPE, f"sweep.budgets=[{c:.0e}]", f"sweep.sizes={sizes}"] for c, sizes in PROFILE.items()}
         with ThreadPoolExecutor(max_workers=2) as pool:
-            top = pool.submit(sweep, "profile_1e13", prof[1e13])  # the longest: one thread from the start
+            top = pool.submit(sweep, "profile_3e12", prof[3e12])  # the longest: one thread from the start
             dirs = {ar: sweep(f"shape_ar{ar}", shape[ar]) for ar in shape}
-            low = sweep("profile_1e11", prof[1e11])
+            low = sweep("profile_3e11", prof[3e11])
             lines += shape_section(dirs)
-            lines += profile_section({1e11: low, 1e12: dirs[12], 1e13: top.result()})
+            lines += profile_section({3e11: low, 1e12: dirs[12], 3e12: top.result()})
     a.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
     return 0
