@@ -327,25 +327,53 @@ def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> l
     return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)[0]
 
 
-def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
-    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, planned FLOPs, est. time."""
+def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0,
+                costs: Optional[list] = None, cost_note: str = "") -> str:
+    """The plan as a fixed-width table: budget, N, shape, tokens, steps, tokens/param, epochs, planned FLOPs, est.
+    time; with ``costs`` (sweep.cost.RunCost per spec) also the estimated peak memory per GPU at the micro-batch,
+    what a run needs to fit the device (a smaller micro-batch, FSDP over k GPUs) and its GPU-hours, and totals."""
     head = (f"{'run id':<22} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
             f"{'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'est.':>7}")
+    device = costs is not None and any(c.gpu_hours is not None for c in costs)  # a GPU is named: flags, GPU-hours
+    if costs is not None:
+        head += f" {'mem/GPU':>9} {'micro':>5}" + (f" {'fits?':>10} {'GPU-h':>8}" if device else "")
     lines = [head, "-" * len(head)]
     total = 0.0
-    for s in specs:
+    for i, s in enumerate(specs):
         m = s.model
         shape = f"{m.n_layers}x{m.d_model}, {m.n_heads}/{m.n_kv_heads}, {m.d_ff}"
         ep = f"{s.epochs:.2f}" if s.epochs is not None else "?"
         est = _fmt_time(s.flops / flops_per_second) if flops_per_second > 0 else "?"
         total += s.flops
-        lines.append(f"{s.run_id:<22} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
-                     f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {est:>7}")
+        line = (f"{s.run_id:<22} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
+                f"{s.tokens_per_param:>6.1f} {ep:>6} {s.flops:>9.4g} {est:>7}")
+        if costs is not None:
+            c = costs[i]
+            line += f" {_fmt_bytes(c.memory):>9} {c.micro_batch:>5d}"
+            if device:
+                line += f" {c.advice or 'ok':>10} {_fmt_hours(c.gpu_hours):>8}"
+        lines.append(line)
     tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
     lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
+    if costs:
+        hours = [c.gpu_hours for c in costs if c.gpu_hours is not None]
+        flagged = [c for c in costs if c.advice]
+        lines.append(f"peak memory per GPU up to {_fmt_bytes(max(c.memory for c in costs))}"
+                     + (f"; {len(flagged)} runs do not fit the GPU at their micro-batch (fits?)" if flagged else "")
+                     + (f"; {_fmt_hours(sum(hours))} GPU-hours in total" if hours else ""))
+    if cost_note:
+        lines.append(cost_note)
     for d in dropped:
         lines.append(f"dropped C={d.budget:.3g} N~{d.target_params:.3g}: {d.reason}")
     return "\n".join(lines)
+
+
+def _fmt_hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 10 else f"{h:.3g}"
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _fmt_time(seconds: float) -> str:
