@@ -1,10 +1,14 @@
 """python -m analysis <inputs…> [--out DIR] [--project 1e24 …] [--params total|non_embedding] [--bootstrap N]
-                     [--inside-grid-only]
+                     [--inside-grid-only] [--wandb-report [--wandb-entity E]]
 
 Each input is a sweep dir (<run_id>/result.json + metrics.jsonl), a results CSV or a JSON list of
 records, optionally named `name=path` (default name: the dir's or file's name).  Several inputs
 become one row each in the figures (e.g. C4 and GitHub).  Exit 0 when at least one approach was
 fitted; bad input prints one `error: …` line and exits 2 with nothing written.
+
+--wandb-report (one sweep dir logged with wandb.enabled=true) also logs the analysis run and builds the
+sweep's wandb Report (analysis/share.py): saved online, its URL printed; offline its spec is written to
+<sweep>/wandb_report.json, to be saved once online.
 """
 
 from __future__ import annotations
@@ -42,8 +46,21 @@ def main(argv=None) -> int:
     ap.add_argument("--inside-grid-only", action="store_true",
                     help="Approach 2: fit the power laws only through budgets whose parabola minimum lies "
                          "inside the sizes run (the others are listed as dropped)")
+    ap.add_argument("--wandb-report", action="store_true",
+                    help="share the sweep as a wandb Report: saved online (its URL is printed); offline its spec "
+                         "goes to <sweep>/wandb_report.json, saved once online")
+    ap.add_argument("--wandb-entity", default=None, metavar="ENTITY",
+                    help="wandb team or user for the Report (default: the sweep's wandb.entity, $WANDB_ENTITY, "
+                         "else your default entity; offline it must be given)")
     args = ap.parse_args(argv)
     try:
+        target = None
+        if args.wandb_report:
+            if len(args.inputs) != 1:
+                raise ValueError("--wandb-report shares one sweep: pass a single sweep directory")
+            from analysis.share import resolve_target
+
+            target = resolve_target(args.inputs[0], entity=args.wandb_entity)  # before anything is written
         result = analyze(args.inputs, args.out, project=args.project, params=args.params,
                          n_boot=args.bootstrap, seed=args.seed, inside_grid_only=args.inside_grid_only)
     except ValueError as e:
@@ -53,6 +70,14 @@ def main(argv=None) -> int:
     print(format_summary(result))
     written = [FIT_FILE, REPORT_FILE, RESULTS_FILE] + [f for f in (FIGURE_FILE, ENVELOPE_FILE) if (out / f).exists()]
     print(f"wrote {', '.join(str(out / f) for f in written)}")
+    if target is not None:
+        from analysis.share import share
+
+        try:
+            print("\n".join(share(result, target, figures_dir=out)))
+        except ValueError as e:
+            print("error: " + " ".join(str(e).split()), file=sys.stderr)
+            return 2
     return 0
 
 

@@ -29,6 +29,8 @@ class AnalyzeOnMultirunEnd(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("launch") is not None and config.launch.get("dry_run"):
             return  # a dry run only prints the plan
+        if config.get("sweep") is not None and config.sweep.get("mode") == "lr_scan":
+            return  # an LR scan's runs are no isoFLOP grid; the sweeper fitted the scan itself
         try:
             sweep_dir = str(config.hydra.sweep.dir)
             result = analyze(sweep_dir, **self.kwargs)

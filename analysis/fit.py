@@ -11,7 +11,7 @@ import numpy as np
 
 from analysis import approach1, approach2, approach3
 from analysis.compare import agreement, approach2_bias
-from analysis.results import APPROACH2_KINDS, Dataset
+from analysis.results import APPROACH1_KINDS, APPROACH2_KINDS, APPROACH3_KINDS, Dataset
 from analysis.stats import CI_LEVEL, counts_within_groups, dirichlet_weights, percentile_ci, run_counts
 
 DEFAULT_PROJECTIONS = (5.76e23,)  # Gopher's budget, where Chinchilla Table 3 projects 67B / 1.5T
@@ -38,7 +38,7 @@ def _fit_approach1(ds: Dataset, usable, N, project, n_boot, rng, level):
     why = approach1.approach1_skip_reason(ds.curves, [r["run_id"] for r in usable])
     if why:
         raise ValueError(why)
-    idx = [i for i, r in enumerate(usable) if r["run_id"] in ds.curves]
+    idx = [i for i, r in enumerate(usable) if r["run_id"] in ds.curves and r["kind"] in APPROACH1_KINDS]
     curves = [ds.curves[usable[i]["run_id"]] for i in idx]
     fit, env = approach1.fit_approach1(curves, [N[i] for i in idx])
     boot = {}
@@ -134,13 +134,17 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
     iso = [i for i, r in enumerate(usable) if r["kind"] in APPROACH2_KINDS]
     iso_rows, iso_N = [usable[i] for i in iso], [N[i] for i in iso]
     if len(iso) < len(usable):
-        out["notes"].append(f"{len(usable) - len(iso)} horizon runs (Approach 1) left out of the isoFLOP profiles")
+        left = sorted({r["kind"] for r in usable if r["kind"] not in APPROACH2_KINDS})
+        out["notes"].append(f"{len(usable) - len(iso)} {'/'.join(left)} runs left out of the isoFLOP profiles")
+    # Approach 3 fits finished models: a trunk's final loss is at its constant LR, before any cooldown
+    a3 = [i for i, r in enumerate(usable) if r["kind"] in APPROACH3_KINDS]
+    a3_rows, a3_N = [usable[i] for i in a3], [N[i] for i in a3]
     boots, plot = {}, {"usable": iso_rows, "N": iso_N,
                        "has_budgets": bool(iso_rows) and all(r["budget"] is not None and r["budget"] > 0 for r in iso_rows)}
     fitters = {
         "approach1": lambda rng: _fit_approach1(ds, usable, N, project, n_boot, rng, ci_level),
         "approach2": lambda rng: _fit_approach2(iso_rows, iso_N, project, n_boot, rng, ci_level, inside_grid_only),
-        "approach3": lambda rng: _fit_approach3(usable, N, project, n_boot, rng, ci_level),
+        "approach3": lambda rng: _fit_approach3(a3_rows, a3_N, project, n_boot, rng, ci_level),
     }
     for k, (name, fitter) in enumerate(fitters.items()):
         rng = np.random.default_rng([seed, k])  # an independent, reproducible stream per approach

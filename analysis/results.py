@@ -38,10 +38,12 @@ import numpy as np
 from sweep.plan import spec_kind
 from sweep.rundir import RESULT_FILE, read_metrics, read_result
 
-# The runs each approach fits, by kind.  Approach 2's isoFLOP profiles are grid points (and the cooldown forks
-# that stand for them); Approaches 1 and 3 use every finished run of these kinds.
+# The runs each approach fits, by kind (sweep/runid.py).  Approach 2's isoFLOP profiles are grid points and the
+# cooldown forks that stand for them; Approach 3 every finished model (horizons too); Approach 1 every training
+# curve, a forks sweep's trunks included (with their forks' cooldown ends).  lr_scan and validation runs: none.
+APPROACH1_KINDS = ("grid", "horizon", "fork", "trunk")
 APPROACH2_KINDS = ("grid", "fork")
-FIT_KINDS = ("grid", "horizon", "fork")
+APPROACH3_KINDS = ("grid", "horizon", "fork")
 
 # Accepted column names, matched case-insensitively, first match wins.
 ALIASES = {

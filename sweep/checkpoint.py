@@ -16,35 +16,59 @@ from typing import Optional
 
 import torch
 
-from sweep.rundir import atomic_file, checkpoint_path, checkpoint_paths, spec_hash
+from sweep.rundir import atomic_file, branch_checkpoint_path, checkpoint_path, checkpoint_paths, spec_hash
 
 log = logging.getLogger(__name__)
 
 
-def save_torch_atomic(obj, path: Path) -> None:
+def save_torch_atomic(obj, path: Path, fault_name: Optional[str] = None) -> None:
     """torch.save through the run directory's atomic writer: a full disk or a kill leaves the old file intact."""
     path = Path(path)
-    with atomic_file(path, "wb", fault_name="checkpoint" if path.parent.name == "checkpoints" else None) as f:
+    if fault_name is None and path.parent.name == "checkpoints":
+        fault_name = "checkpoint"
+    with atomic_file(path, "wb", fault_name=fault_name) as f:
         torch.save(obj, f)
 
 
 def save_checkpoint(run_dir: Path, step: int, model, opt, spec, loop: dict, keep_last: int, main: bool,
-                    sharded: bool) -> None:
-    """Save step ``step`` (every rank takes part when sharded; rank 0 writes) and keep the newest ``keep_last``."""
+                    sharded: bool, branch: bool = False) -> None:
+    """Save step ``step`` (every rank takes part when sharded; rank 0 writes) and keep the newest ``keep_last``.
+
+    ``branch``: a trunk's checkpoint at a fork's branch step, kept apart (``branch_XXXXXXXX.pt``) until its forks are
+    done; the rolling ``step_*`` checkpoints never prune it."""
     state = full_state_dict(model, sharded)
     optim = full_optim_state(model, opt, sharded)
     if not main:
         return
     ckpt = {"step": step, "spec_hash": spec_hash(spec.to_dict()), "model_config": spec.model.to_dict(),
             "model": state, "optimizer": optim, "loop": dict(loop)}
+    if branch:
+        save_torch_atomic(ckpt, branch_checkpoint_path(run_dir, step), fault_name="branch")
+        return
     save_torch_atomic(ckpt, checkpoint_path(run_dir, step))
     for old in checkpoint_paths(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
 
 
+def load_branch_checkpoint(trunk_dir: Path, step: int, trunk) -> dict:
+    """The trunk's checkpoint at a fork's branch step; ValueError, naming the fix, when it is missing or foreign."""
+    path = branch_checkpoint_path(trunk_dir, step)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"the trunk {trunk.run_id} has no checkpoint at step {step} ({path}); it has not finished, "
+                         "failed, or its checkpoints were removed: relaunch the sweep to train it") from None
+    if ckpt.get("spec_hash") != spec_hash(trunk.to_dict()):
+        raise ValueError(f"{path} belongs to another spec of {trunk.run_id}; delete {trunk_dir} or use a new sweep.name")
+    return ckpt
+
+
 def load_latest_checkpoint(run_dir: Path, spec) -> Optional[dict]:
-    """The newest readable checkpoint of this spec, or None.  A torn or corrupt file is skipped."""
-    for path in reversed(checkpoint_paths(run_dir)):
+    """The newest readable checkpoint of this spec (a trunk's branch checkpoints count), or None.  A torn or
+    corrupt file is skipped."""
+    paths = checkpoint_paths(run_dir) + [branch_checkpoint_path(run_dir, s) for s in spec.branch_steps]
+    paths = sorted((p for p in paths if p.exists()), key=lambda p: int(p.stem.split("_")[1]))
+    for path in reversed(paths):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one

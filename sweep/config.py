@@ -18,7 +18,8 @@ from hydra.core.config_store import ConfigStore
 
 from models.ladder import LadderConfig
 from sweep.data.config import NOT_HASHED, DataConfig
-from sweep.plan import RecipeConfig, SweepConfig
+from sweep.plan import SweepConfig
+from sweep.recipe import RecipeConfig
 from sweep.tracking import WandbConfig
 from sweep.train import TrainerConfig
 
@@ -148,7 +149,8 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose("config", overrides=[o for o in overrides if not o.startswith(("hydra.", "hydra/", "--"))])
+            keep = [o for o in overrides if o.startswith("hydra.searchpath=") or not o.startswith(("hydra.", "hydra/", "--"))]
+            cfg = compose("config", overrides=keep)  # hydra.searchpath: e.g. an LR scan's recipe (recipe=lr_scan)
     except Exception as e:  # noqa: BLE001 - Hydra's composition errors carry the message we want
         text = str(e) + ("\n" + str(e.__cause__) if e.__cause__ else "")
         lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith(
@@ -177,11 +179,11 @@ def preflight(overrides: list[str], conf_dir: str) -> None:
     # Budgets too small for any run are known before the data is prepared whenever the vocab is
     # (a bpe:<vocab> spec, or a local tokenizer folder); the epoch limit waits for the data.
     from sweep.data.config import bpe_vocab
-    from sweep.plan import no_feasible_runs, plan_grid, smallest_budget
+    from sweep.plan import no_feasible_runs, plan_sweep, smallest_budget
 
     vocab = bpe_vocab(typed["data"].tokenizer) or _folder_vocab(typed["data"].tokenizer)
     if vocab:
-        specs, dropped = plan_grid(typed["sweep"], typed["model"], typed["recipe"], vocab)
+        specs, dropped = plan_sweep(typed["sweep"], typed["model"], typed["recipe"], vocab)
         if not specs:
             raise ValueError(no_feasible_runs(dropped, smallest_budget(typed["sweep"], typed["model"], typed["recipe"], vocab)))
 

@@ -37,7 +37,8 @@ torch.compile's partitioner recomputes cheap pointwise ops and saves less, so fo
 bound.  Checked against torch.profiler's allocations on CPU (fp32 and bf16 autocast, the SDPA flash kernel):
 tests/sweep/test_cost.py, benchmarks/memory.md.
 
-GPU-hours: the run's matmul FLOPs (models.flops.matmul_flops_per_token, MFU's numerator) over assumed MFU x
+GPU-hours: the matmul FLOPs of the run's own steps (models.flops.matmul_flops_per_token, MFU's numerator; a
+fork's prefix is its trunk's) over assumed MFU x
 the device's dense bf16 peak (sweep.device.PEAK_BF16_FLOPS).  Compilation, evaluation and checkpoints are not
 in it (a few minutes per run).
 """
@@ -117,7 +118,8 @@ def run_cost(spec, micro_batch_size: int, precision: str, device: Optional[str],
     mem = peak_memory(spec.model, micro, precision, mode, gpus)
     if not device:
         return RunCost(mem, micro, "", None)
-    hours = spec.tokens * matmul_flops_per_token(spec.model) / (assumed_mfu * peak_flops_per_s(device)) / 3600
+    own_tokens = (spec.steps - spec.start_step) * spec.recipe.tokens_per_step  # a fork's prefix is its trunk's
+    hours = own_tokens * matmul_flops_per_token(spec.model) / (assumed_mfu * peak_flops_per_s(device)) / 3600
     return RunCost(mem, micro, fit_advice(spec.model, per_gpu, micro, precision, memory_bytes(device), mode, gpus), hours)
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import section
 from sweep.data import TokenData, bpe_vocab, data_dir, prepare
-from sweep.plan import Dropped, RunSpec, plan_grid
+from sweep.plan import Dropped, RunSpec, plan_sweep
 from sweep.rundir import RunLocked, finished, read_plan, read_result, remove_stale_temps, run_lock
 from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
@@ -22,8 +22,8 @@ from sweep.train import TrainerConfig, train
 log = logging.getLogger(__name__)
 
 
-def make_plan(cfg: DictConfig, centres: Optional[dict] = None, dry_run: bool = False
-              ) -> tuple[list[RunSpec], list[Dropped], Path]:
+def make_plan(cfg: DictConfig, centres: Optional[dict] = None, extra_lrs: Optional[dict] = None,
+              dry_run: bool = False) -> tuple[list[RunSpec], list[Dropped], Path]:
     """Prepare (or find) the data, verify it, then plan the grid against its vocab and size.
 
     A ``dry_run`` with ``data.assumed_train_tokens`` set and the data not prepared yet plans with the assumed
@@ -37,8 +37,8 @@ def make_plan(cfg: DictConfig, centres: Optional[dict] = None, dry_run: bool = F
         if not vocab:
             raise ValueError(f"data.tokenizer={data_cfg.tokenizer!r} does not say its vocab size: set data.assumed_vocab_size "
                              "for a dry run before the data is prepared")
-        specs, dropped = plan_grid(section(cfg, "sweep"), section(cfg, "model"), section(cfg, "recipe"), vocab,
-                                   int(data_cfg.assumed_train_tokens), centres)
+        specs, dropped = plan_sweep(section(cfg, "sweep"), section(cfg, "model"), section(cfg, "recipe"), vocab,
+                                    int(data_cfg.assumed_train_tokens), centres, extra_lrs)
         return specs, dropped, data_dir(data_cfg)
     path = prepare(data_cfg)
     data = TokenData(path)  # sizes and the tokenizer every time, shard sha256 on first use
@@ -48,8 +48,8 @@ def make_plan(cfg: DictConfig, centres: Optional[dict] = None, dry_run: bool = F
             longest = max(len(a) for a in data.shards[split]) - 1  # inputs + the last target fit in one shard
             raise ValueError(f"recipe.seq_len={recipe.seq_len} is longer than the {split} split of {path} "
                              f"(its longest shard holds {longest} input tokens); lower recipe.seq_len or use more data")
-    specs, dropped = plan_grid(section(cfg, "sweep"), section(cfg, "model"), recipe, data.vocab_size,
-                               data.train_tokens, centres)
+    specs, dropped = plan_sweep(section(cfg, "sweep"), section(cfg, "model"), recipe, data.vocab_size,
+                                data.train_tokens, centres, extra_lrs)
     return specs, dropped, path
 
 
@@ -62,7 +62,9 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
     run_dir = Path(run_dir)
-    spec = read_plan(run_dir.parent).spec(cfg.run_id)  # the sweeper writes plan.json before launching any job
+    plan = read_plan(run_dir.parent)  # the sweeper writes plan.json before launching any job
+    spec = plan.spec(cfg.run_id)
+    trunk = plan.spec(spec.trunk) if spec.trunk else None  # a fork starts from its trunk's checkpoint
     trainer: TrainerConfig = section(cfg, "trainer")
     if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
         trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
@@ -76,7 +78,8 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
             tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,
                               run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
             try:
-                return train(spec, trainer, TokenData(data_dir(section(cfg, "data"))), run_dir, tracker=tracker).to_dict()
+                data = TokenData(data_dir(section(cfg, "data")))
+                return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk).to_dict()
             finally:
                 tracker.finish(exit_code=1)  # no-op when train already finished it
     except RunLocked as e:

@@ -12,7 +12,8 @@ Every reader and writer of these files goes through this module, so the layout i
             metrics.jsonl         append-only: one line per log step; truncated to the checkpoint on resume
             attempts.jsonl        one line per (re)start of the run
             weights.pt            the final weights {"model_config", "model"}
-            checkpoints/step_XXXXXXXX.pt
+            checkpoints/step_XXXXXXXX.pt      rolling checkpoints (the newest trainer.keep_last)
+            checkpoints/branch_XXXXXXXX.pt    a trunk's checkpoints where its forks branch off
             .lock                 flock held while the run trains
 
 Writes are atomic (a temp file in the same folder, fsync, rename), so a reader sees the old file or the
@@ -212,7 +213,9 @@ class RunResult:
     kind: str = "grid"  # the spec's kind (sweep/runid.py: KINDS)
     error: Optional[str] = None  # why a run diverged or failed
     budget: Optional[float] = None  # the FLOP budget C the run was planned for
-    flops: Optional[float] = None  # realised FLOPs, exact under flops_convention
+    flops: Optional[float] = None  # realised FLOPs, exact under flops_convention; a fork's include its trunk prefix
+    flops_spent: Optional[float] = None  # FLOPs of this run's own steps (a fork: after its branch step)
+    trunk: Optional[str] = None  # a fork's trunk (run id)
     flops_convention: Optional[str] = None
     params: Optional[int] = None
     params_non_embedding: Optional[int] = None
@@ -254,6 +257,7 @@ class RunResult:
 
             rec.version = 1
             rec.kind = spec_kind(rec.spec if isinstance(rec.spec, dict) else {})
+            rec.flops_spent = rec.flops
             if run_dir is not None and isinstance(rec.data, dict):
                 rec.bytes_per_token, rec.tokenizer_dir = _legacy_data_info(rec.data, Path(run_dir))
         return rec
@@ -381,6 +385,11 @@ def checkpoint_paths(run_dir: Path) -> list[Path]:
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def branch_checkpoint_path(run_dir: Path, step: int) -> Path:
+    """A trunk's checkpoint at a fork's branch step (kept until its forks are done)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"branch_{step:08d}.pt"
 
 
 # ---------------------------------------------------------------------------------------------

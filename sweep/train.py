@@ -48,14 +48,14 @@ import numpy as np
 import torch
 
 from models.flops import matmul_flops_per_token
-from sweep.checkpoint import (StopSignals, full_state_dict, load_latest_checkpoint, load_optimizer, save_checkpoint,
-                              save_torch_atomic)
+from sweep.checkpoint import (StopSignals, full_state_dict, load_branch_checkpoint, load_latest_checkpoint, load_optimizer,
+                              save_checkpoint, save_torch_atomic)
 from sweep.data.loader import TokenData
 from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler, max_op,
                           mfu, peak_flops_per_s, pick_device, pick_precision, sync, to_device)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
-                          last_val_loss, truncate_metrics, write_result)
+                          last_val_loss, read_metrics, truncate_metrics, write_result)
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,23 @@ class TrainerConfig:
 # schedule and optimizer
 
 def lr_at(step: int, spec: RunSpec) -> float:
-    """Linear warm-up, then cosine from peak to min_lr_ratio·peak exactly at the last step (cycle = run length)."""
+    """The peak LR times the schedule at optimizer step ``step`` (0-based); both schedules end at min_lr_ratio·peak
+    exactly at the last step.
+
+    Both start with a linear warm-up over warmup_steps.  cosine: then a cosine over the rest of the run (cycle = run
+    length, Chinchilla).  wsd: then the peak until the last cooldown_steps, over which the LR falls linearly or as
+    1 - sqrt(progress) (Hägele et al. 2024, eq. 1); a trunk (cooldown_steps 0) stays at the peak to its end.
+    """
     r = spec.recipe
     if step < spec.warmup_steps:
         return r.lr * (step + 1) / spec.warmup_steps
+    if r.schedule == "wsd":
+        decay_from = spec.steps - spec.cooldown_steps
+        if spec.cooldown_steps == 0 or step < decay_from:
+            return r.lr
+        progress = (step - decay_from + 1) / spec.cooldown_steps  # in (0, 1]: 1 at the last step
+        left = 1 - progress if r.cooldown_shape == "linear" else 1 - math.sqrt(progress)
+        return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * left)
     span = max(1, spec.steps - 1 - spec.warmup_steps)
     progress = min(1.0, (step - spec.warmup_steps) / span)
     return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -141,7 +154,7 @@ class Run:
     accum: int  # micro-batches per optimizer step
     rows: slice  # this rank's share of every global batch
     start: int  # the step this attempt starts at (> 0 after a resume)
-    loop: dict  # smoothed loss, first loss and elapsed seconds; saved in every checkpoint
+    loop: dict  # smoothed loss, first loss, elapsed seconds, the wandb state; saved in every checkpoint
     eval_steps: set
     flops_per_step: float  # exact, under spec.recipe.flops_convention (what the budget counts)
     matmul_flops_per_step: float  # the matmul terms only: MFU's numerator (models.flops.matmul_flops_per_token)
@@ -157,8 +170,12 @@ class Run:
         return to_device(x, self.device), to_device(y, self.device)
 
 
-def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tracker=None) -> Run:
-    """Device, process group, model, optimizer; the newest checkpoint of this spec is loaded when there is one."""
+def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tracker=None,
+          trunk: Optional[RunSpec] = None) -> Run:
+    """Device, process group, model, optimizer; the newest checkpoint of this spec is loaded when there is one.
+
+    A fork (``spec.trunk``; ``trunk`` is that trunk's spec) that has no checkpoint of its own starts from its trunk's
+    checkpoint at ``spec.start_step``, in the trunk's directory beside its own."""
     run_dir = Path(run_dir)
     dist = Dist.from_env()
     tracker = tracker if dist.main else None
@@ -188,6 +205,13 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     ckpt = load_latest_checkpoint(run_dir, spec)
+    if ckpt is None and spec.trunk:
+        if trunk is None or trunk.run_id != spec.trunk:
+            raise ValueError(f"{spec.run_id} is a fork of {spec.trunk}: pass that trunk's spec")
+        ckpt = load_branch_checkpoint(run_dir.parent / trunk.run_id, spec.start_step, trunk)
+        # the trunk's time, throughput clock and wandb run are the trunk's: the fork starts its own
+        ckpt["loop"] = {k: v for k, v in ckpt["loop"].items() if k != "wandb"} | {
+            "elapsed": 0.0, "compile_s": 0.0, "train_s": 0.0, "timed_steps": 0}
     model = build_model(spec.model, r.seed, device, sharded, ckpt["model"] if ckpt else None, precision)
     ddp = None
     if dist.world > 1 and not sharded:
@@ -210,6 +234,8 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir, start)  # drop lines logged after the checkpoint we resume from
+        if tracker is not None and tracker.enabled:  # the same wandb run goes on; its state rides in every checkpoint
+            loop["wandb"] = tracker.start(loop.get("wandb"), history=read_metrics(run_dir))
         if ckpt:
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
         # one line per (re)start: shows nothing was retrained
@@ -319,6 +345,14 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
                 mark = time.perf_counter()  # evaluation and logging stay out of the throughput
             if bar is not None:
                 bar.update(1)
+            if done in spec.branch_steps:  # a trunk keeps a checkpoint where each of its forks branches off
+                sync(run.device)
+                clock(done)
+                if run.scaler is not None:
+                    loop["grad_scaler"] = run.scaler.state_dict()
+                save_checkpoint(run.run_dir, done, run.model, run.opt, spec, loop | {"elapsed": time.perf_counter() - t0},
+                                cfg.keep_last, dist.main, run.sharded, branch=True)
+                mark = time.perf_counter()  # checkpoints stay out of the throughput
 
             # checkpoint when due or signalled; with several ranks they agree at log steps only (one sync there)
             if not last and (dist.world == 1 or done % cfg.log_every == 0):
@@ -363,7 +397,8 @@ def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunR
     m = run.data.manifest
     result = RunResult(
         run_id=spec.run_id, status=status, kind=spec.kind, error=error, budget=spec.budget,
-        flops=steps_done * run.flops_per_step,  # realised, exact under flops_convention
+        flops=steps_done * run.flops_per_step,  # realised, exact under flops_convention; a fork's include its trunk's
+        flops_spent=(steps_done - spec.start_step) * run.flops_per_step, trunk=spec.trunk,
         flops_convention=r.flops_convention, params=spec.params, params_non_embedding=spec.params_non_embedding,
         tokens=steps_done * r.tokens_per_step, steps=steps_done,
         epochs=steps_done * r.tokens_per_step / run.data.train_tokens,  # passes over the training shard
@@ -391,12 +426,14 @@ def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunR
     return result
 
 
-def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None) -> RunResult:
+def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None,
+          trunk: Optional[RunSpec] = None) -> RunResult:
     """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``).
 
-    ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).
+    ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).  A fork
+    needs its ``trunk``'s spec (see ``setup``).
     """
-    run = setup(spec, cfg, data, out_dir, tracker)
+    run = setup(spec, cfg, data, out_dir, tracker, trunk)
     return finish(run, *run_loop(run))
 
 
@@ -457,18 +494,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         obj = json.loads(Path(a.spec).read_text())
-        if "runs" in obj:  # a plan.json
-            runs = {r["run_id"]: r for r in obj["runs"]}
+        runs = {r["run_id"]: r for r in obj["runs"]} if "runs" in obj else {}  # a plan.json
+        if runs:
             if a.run_id not in runs:
                 raise ValueError(f"--run-id {a.run_id!r} is not in {a.spec}; choose one of {', '.join(runs)}")
             obj = runs[a.run_id]
         spec = RunSpec.from_dict(obj)
+        trunk = RunSpec.from_dict(runs[spec.trunk]) if spec.trunk and spec.trunk in runs else None
         cfg = TrainerConfig(**json.loads(a.trainer))
         data = TokenData(Path(a.data), model_vocab_size=spec.model.vocab_size)
     except (OSError, ValueError, TypeError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    res = train(spec, cfg, data, Path(a.out))
+    res = train(spec, cfg, data, Path(a.out), trunk=trunk)
     if Dist.from_env().main:
         print(json.dumps({k: getattr(res, k) for k in ("run_id", "status", "steps", "flops", "final_val_loss", "mfu")}))
     return 0 if res.status == "done" else 1

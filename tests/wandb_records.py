@@ -55,3 +55,43 @@ def history_and_summary(path: Path):
             updates = r.config.update if kind == "config" else r.run.config.update
             config.update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in updates})
     return history, summary, config
+
+
+def run_info(path: Path) -> dict:
+    """The run record: wandb id, display name, group, job type, project (as the file holds them)."""
+    for r in records(path):
+        if r.WhichOneof("record_type") == "run":
+            x = r.run
+            return {"id": x.run_id, "name": x.display_name, "group": x.run_group, "job_type": x.job_type,
+                    "project": x.project}
+    raise AssertionError(f"{path} has no run record")
+
+
+def metric_axes(path: Path) -> dict:
+    """{metric name: its step_metric ('' for none)} from the run's define_metric records."""
+    return {r.metric.name: r.metric.step_metric for r in records(path) if r.WhichOneof("record_type") == "metric"}
+
+
+def logged_keys(path: Path) -> tuple[dict, dict]:
+    """({history key: kind}, {summary key: kind}) by top-level key; kind is a media value's ``_type``
+    (``table-file``, ``image-file``) or ``value``; wandb's own keys (``_step`` ...) are left out."""
+    out = ({}, {})
+    for r in records(path):
+        kind = r.WhichOneof("record_type")
+        items = r.history.item if kind == "history" else r.summary.update if kind == "summary" else ()
+        keys = out[0] if kind == "history" else out[1]
+        for i in items:
+            parts = [i.key] if i.key else list(i.nested_key)
+            if parts[0].startswith("_"):
+                continue
+            if len(parts) > 1 and parts[-1] == "_type":
+                keys[parts[0]] = json.loads(i.value_json)
+            else:
+                keys.setdefault(parts[0], "value")
+    return out
+
+
+def table(path: Path, key: str) -> dict:
+    """The last wandb.Table logged under ``key`` by this run (its files/ JSON: columns, data)."""
+    _, summary, _ = history_and_summary(path)
+    return json.loads((Path(path).parent / "files" / summary[f"{key}/path"]).read_text())

@@ -50,6 +50,46 @@ def _check_output_dir(sweep_dir: Path) -> None:
                          "set sweep.name or hydra.sweep.dir to a writable path")
 
 
+def _check_trunks(sweep_dir: Path, specs) -> None:
+    """ValueError if the plan's trunks differ from those the sweep dir's plan already has: a budget added to a forks
+    sweep later changes its trunks' lengths and branch steps, and a trunk cannot branch where it kept no checkpoint."""
+    from sweep.plan import RunSpec
+    from sweep.rundir import read_plan_dicts
+
+    old = [RunSpec.from_dict(r) for r in read_plan_dicts(sweep_dir) if r.get("kind") == "trunk"]
+    new = [s for s in specs if s.kind == "trunk"]
+    changed = sorted({t.run_id for t in old if t not in new} | {t.run_id for t in new if old and t not in old})
+    if changed:
+        raise ValueError(
+            f"the trunks of this sweep would change ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): "
+            "a trunk cannot branch where it kept no checkpoint, so a forks sweep cannot add budgets or sizes later; "
+            "use a new sweep.name")
+
+
+def _forks_summary(sweep_dir: Path, plan, keep_checkpoints: bool) -> None:
+    """For a forks sweep: what the trunks and forks cost against the same points as independent cosine runs, measured
+    (the results) and analytic (the plan); and the branch checkpoints of trunks whose forks are all done go."""
+    from sweep.rundir import CHECKPOINT_DIR, read_result
+
+    if not any(s.kind == "trunk" for s in plan.runs):
+        return
+    res = {s.run_id: read_result(sweep_dir / s.run_id) for s in plan.runs}
+    done = {rid for rid, r in res.items() if r is not None and r.status in ("done", "diverged")}
+    spent = sum(res[rid].flops_spent or 0.0 for rid in done)
+    alone = sum(res[rid].flops or 0.0 for rid in done if res[rid].kind != "trunk")
+    analytic = sum(s.flops_spent for s in plan.runs) / sum(s.flops for s in plan.runs if s.kind != "trunk")
+    if alone > 0:
+        log.info("forks: the runs trained so far cost %.3g FLOPs, %.3f of the %.3g their points cost as independent "
+                 "cosine runs (the plan's analytic ratio: %.3f)", spent, spent / alone, alone, analytic)
+    if keep_checkpoints:
+        return
+    for t in plan.runs:
+        forks = [s.run_id for s in plan.runs if s.trunk == t.run_id]
+        if t.kind == "trunk" and forks and all(f in done for f in forks):
+            for p in (sweep_dir / t.run_id / CHECKPOINT_DIR).glob("branch_*.pt"):
+                p.unlink(missing_ok=True)
+
+
 class IsoFLOPSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None) -> None:
         self.max_batch_size = max_batch_size
@@ -68,9 +108,46 @@ class IsoFLOPSweeper(Sweeper):
             planned = self._plan(arguments)
         except (ValueError, OSError) as e:  # bad config, data or output dir: one line, nothing launched
             raise SweepError(e) from None
-        return self._launch(arguments, *planned) if planned else []
+        if not planned:
+            return []
+        if self.config.sweep.mode == "lr_scan":
+            return self._scan(arguments, *planned)
+        return self._launch(arguments, *planned)
 
-    def _plan(self, arguments: List[str]) -> Optional[tuple]:
+    def _scan(self, arguments, todo, sweep_dir):
+        """An LR scan: train its runs; while a size's best LR lies at an edge of its scan, plan one LR beyond it and
+        train that (up to sweep.scan.extend per size), all in this command; then fit the rule and write the recipe."""
+        from omegaconf import OmegaConf
+
+        from analysis.lrscan import format_scan, scan_outputs
+
+        returns = self._launch(arguments, todo, sweep_dir)
+        for _ in range(self.config.sweep.scan.extend):
+            try:
+                planned = self._plan(arguments, quiet=True)
+            except (ValueError, OSError) as e:
+                raise SweepError(e) from None
+            if not planned or not planned[0]:
+                break  # no edge left to extend, or its extensions are trained
+            print(f"LR scan: extending {len(planned[0])} runs beyond the edges of their sizes' scans")
+            returns += self._launch(arguments, *planned)
+        try:
+            result = scan_outputs(sweep_dir, OmegaConf.to_container(self.config.recipe, resolve=True))
+        except ValueError as e:
+            raise SweepError(f"the LR scan could not be fitted: {e}") from None
+        print(format_scan(result))
+        return returns
+
+    def _scan_extensions(self, sweep_dir: Path):
+        """{N: LRs} to train in an LR scan: those tried, and one beyond each edge still allowed (analysis.lrscan)."""
+        from analysis.lrscan import extensions, scan_rows
+
+        sc = self.config.sweep.scan
+        if not (sweep_dir / "plan.json").exists():
+            return None
+        return extensions(scan_rows(sweep_dir), sc.lr_factor, sc.lrs, sc.extend)
+
+    def _plan(self, arguments: List[str], quiet: bool = False) -> Optional[tuple]:
         """Plan the sweep and write its files; the runs still to train and the sweep dir (None: dry run)."""
         # imported here so that Hydra's plugin discovery stays cheap
         from analysis.refine import refine_centres
@@ -96,23 +173,27 @@ class IsoFLOPSweeper(Sweeper):
         ident, defaults = identity(cfg)
         check_identity(sweep_dir, ident, defaults, launch.allow_config_change)  # again under the lock below
         centres = refine_centres(sweep_dir) if launch.refine else None
-        specs, dropped, data_path = make_plan(cfg, centres=centres, dry_run=launch.dry_run)
+        extra = self._scan_extensions(sweep_dir) if cfg.sweep.mode == "lr_scan" else None
+        specs, dropped, data_path = make_plan(cfg, centres=centres, extra_lrs=extra, dry_run=launch.dry_run)
         if centres:
             # a refined sweep keeps the first pass's runs and adds the re-centred ones
             print("refined grid centres: " + ", ".join(f"C={c:.3g}: N={n:.3g}" for c, n in sorted(centres.items())))
             ids = {s.run_id for s in specs}
             specs = sorted([RunSpec.from_dict(r) for r in read_plan_dicts(sweep_dir) if r["run_id"] not in ids] + specs,
                            key=lambda s: (s.budget, s.params))
-        print(f"isoFLOP sweep '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
-        if not (Path(data_path) / "manifest.json").exists():  # a dry run planned with the assumed sizes
-            print(f"data not prepared: planned with {cfg.data.assumed_train_tokens:.4g} training tokens "
-                  f"(data.assumed_train_tokens) and the vocab of data.tokenizer / data.assumed_vocab_size; nothing downloaded")
-        trainer = section(cfg, "trainer")
-        precision = plan_precision(trainer.precision, trainer.device, launch.device)
-        costs = [run_cost(s, trainer.micro_batch_size, precision, launch.device, launch.assumed_mfu, trainer.parallel,
-                          launch.gpus_per_run) for s in specs]
-        note = describe(launch.device, launch.assumed_mfu, launch.gpus_per_run, trainer.parallel)
-        print(format_plan(specs, dropped, launch.assumed_flops_per_s, costs, note))
+        _check_trunks(sweep_dir, specs)
+        if not quiet:
+            kind = "LR scan" if cfg.sweep.mode == "lr_scan" else "isoFLOP sweep"
+            print(f"{kind} '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
+            if not (Path(data_path) / "manifest.json").exists():  # a dry run planned with the assumed sizes
+                print(f"data not prepared: planned with {cfg.data.assumed_train_tokens:.4g} training tokens "
+                      f"(data.assumed_train_tokens) and the vocab of data.tokenizer / data.assumed_vocab_size; nothing downloaded")
+            trainer = section(cfg, "trainer")
+            precision = plan_precision(trainer.precision, trainer.device, launch.device)
+            costs = [run_cost(s, trainer.micro_batch_size, precision, launch.device, launch.assumed_mfu, trainer.parallel,
+                              launch.gpus_per_run) for s in specs]
+            note = describe(launch.device, launch.assumed_mfu, launch.gpus_per_run, trainer.parallel)
+            print(format_plan(specs, dropped, launch.assumed_flops_per_s, costs, note))
         if launch.dry_run:
             return None
         if not specs:
@@ -142,26 +223,42 @@ class IsoFLOPSweeper(Sweeper):
         write_plan(sweep_dir, specs, dropped, data_path)
 
     def _launch(self, arguments, todo, sweep_dir):
+        """Launch the runs to train in two launcher calls, trunks and other runs first, then the forks: a fork needs its
+        trunk's checkpoint, and no job may wait for another job's output inside one call (joblib and SLURM array
+        limits would deadlock)."""
         import time
 
-        jobs = [list(arguments) + [f"run_id='{s.run_id}'"] for s in todo]
-        step = self.max_batch_size or max(1, len(jobs))
-        returns, failed, trained_s = [], [], 0.0
+        from sweep.rundir import fault_point, finished, read_plan, read_result
+
+        plan = read_plan(sweep_dir)
+        phases = [[s for s in todo if not s.trunk], [s for s in todo if s.trunk]]
+        returns, failed, trained_s, idx = [], [], 0.0, 0
         t0 = time.perf_counter()
-        for i in range(0, len(jobs), step):
-            results = self.launcher.launch(jobs[i:i + step], initial_job_idx=i)
-            for spec, r in zip(todo[i:i + step], results):
-                try:
-                    ret = r.return_value  # raises the job's exception if it failed
-                    trained_s += float((ret or {}).get("wall_time_s") or 0.0)
-                except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
-                    failed.append(f"{spec.run_id}: {type(e).__name__}: " + " ".join(str(e).split()))
-            returns.append(results)
+        for k, phase in enumerate(phases):
+            if k == 1 and phase:
+                fault_point("forks")  # chaos tests: the trunks are done, no fork launched yet
+                ready = {t.run_id for t in plan.runs if t.kind == "trunk" and finished(sweep_dir / t.run_id, t)
+                         and read_result(sweep_dir / t.run_id).status == "done"}
+                failed += [f"{s.run_id}: its trunk {s.trunk} did not finish" for s in phase if s.trunk not in ready]
+                phase = [s for s in phase if s.trunk in ready]
+            jobs = [list(arguments) + [f"run_id='{s.run_id}'"] for s in phase]
+            step = self.max_batch_size or max(1, len(jobs))
+            for i in range(0, len(jobs), step):
+                results = self.launcher.launch(jobs[i:i + step], initial_job_idx=idx)
+                idx += len(jobs[i:i + step])
+                for spec, r in zip(phase[i:i + step], results):
+                    try:
+                        ret = r.return_value  # raises the job's exception if it failed
+                        trained_s += float((ret or {}).get("wall_time_s") or 0.0)
+                    except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
+                        failed.append(f"{spec.run_id}: {type(e).__name__}: " + " ".join(str(e).split()))
+                returns.append(results)
         wall = time.perf_counter() - t0
         if trained_s > 0:
             # 1.0 = no overhead; packing several runs per GPU brings it below 1
             log.info("sweep efficiency: %.0f s of wall time for %.0f s of run training time (ratio %.2f)",
                      wall, trained_s, wall / trained_s)
+        _forks_summary(sweep_dir, plan, self.config.trainer.keep_checkpoints)
         if failed:
             raise RunsFailed(
                 f"error: {len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "

@@ -74,8 +74,9 @@ def bpe_vocab(spec: str) -> Optional[int]:
         vocab = int(spec.split(":", 1)[1])
     except ValueError:
         raise ValueError(f"data.tokenizer={spec!r}: write bpe:<vocab size>, e.g. bpe:32768") from None
-    if not 258 <= vocab < 2**32:
-        raise ValueError(f"data.tokenizer={spec!r}: a byte-level BPE needs a vocab in [258, 2^32) (256 bytes + EOS + merges)")
+    if not 257 <= vocab < 2**32:
+        raise ValueError(f"data.tokenizer={spec!r}: a byte-level BPE needs a vocab in [257, 2^32) "
+                         "(256 bytes + EOS, then merges; bpe:257 is plain bytes)")
     return vocab
 
 

@@ -156,7 +156,8 @@ def test_output_dir_holding_another_sweep(small_data, tmp_path):
 def test_vocab_larger_than_the_model_vocab(small_data, tmp_path):
     """A run spec planned for a smaller vocab than the data's (e.g. data re-prepared under a plan)."""
     from models.ladder import LadderConfig
-    from sweep.plan import RecipeConfig, SweepConfig, plan
+    from sweep.plan import SweepConfig, plan
+    from sweep.recipe import RecipeConfig
 
     data, _ = small_data
     spec = plan(SweepConfig(budgets=[3e10], sizes_per_budget=1), LadderConfig(head_dim=16, aspect_ratio=32),

@@ -24,9 +24,18 @@ KILLS = [
 ]
 
 
-@pytest.mark.slow
-def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
-    grid = ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]"]
+# A forks sweep (trunks, then their cooldown forks) killed where forks add new moments.
+FORK_KILLS = [
+    {"SCALING_SWEEP_FAULT": "step:150"},  # inside the first trunk, between its branch steps
+    {"SCALING_SWEEP_FAULT": "write:branch@1"},  # a trunk's branch checkpoint, before its rename
+    {"SCALING_SWEEP_FAULT": "forks@1"},  # every trunk done, no fork launched yet
+    {"SCALING_SWEEP_FAULT": "step:300"},  # inside a fork's cooldown (the forks of 1e10 run from step 253 to 316)
+    {"SCALING_SWEEP_FAULT": "write:result.json@2"},  # a fork's result, before its rename
+]
+
+
+def chaos(tmp_path, corpus_dir, grid, kills, min_killed):
+    """Kill one launch per entry of ``kills``, relaunch once undisturbed, and compare with the uninterrupted sweep."""
     finish(launch(sweep_args(tmp_path, corpus_dir, "ref", *grid)))
     reference = results(tmp_path / "ref")
     assert len(reference) >= 8
@@ -34,14 +43,14 @@ def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
     args = sweep_args(tmp_path, corpus_dir, "chaos", *grid, "trainer.checkpoint_every_s=1e-9",
                       f"data.out={tmp_path / 'data_chaos'}")  # its own data dir, so the first kill hits preparation
     killed = 0
-    for env in KILLS:
+    for env in kills:
         proc = launch(args, env=env)
         out, _ = proc.communicate(timeout=300)
         if proc.returncode == -9:
             killed += 1
         else:
             assert proc.returncode == 0, out[-3000:]
-    assert killed >= 10, f"only {killed} launches were killed"
+    assert killed >= min_killed, f"only {killed} launches were killed"
     finish(launch(args))  # the last, undisturbed relaunch
     sweep_dir = tmp_path / "chaos"
 
@@ -62,3 +71,16 @@ def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
             json.loads(p.read_text())
     fit = json.loads((sweep_dir / "fit.json").read_text()) if (sweep_dir / "fit.json").exists() else None
     assert fit is None or "approach2" in fit or "approach3" in fit or "datasets" in fit
+    return res
+
+
+@pytest.mark.slow
+def test_chaos_kills_lose_nothing(tmp_path, corpus_dir):
+    chaos(tmp_path, corpus_dir, ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]"], KILLS, 10)
+
+
+@pytest.mark.slow
+def test_chaos_kills_lose_nothing_in_a_forks_sweep(tmp_path, corpus_dir):
+    res = chaos(tmp_path, corpus_dir, ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]",
+                                       "recipe.schedule=wsd", "sweep.forks=true"], FORK_KILLS, 4)
+    assert {r["kind"] for r in res.values()} == {"trunk", "fork"}

@@ -54,8 +54,8 @@ def test_chinchilla_appc_dry_run_plans_without_data(tmp_path, run_app, capsys, m
     assert all(col in head for col in ("epochs", "mem/GPU", "fits?", "GPU-h"))
     rows = [l.split() for l in out.splitlines() if l.startswith("C") and "-N" in l.split()[0]]
     assert {float(r[1]) for r in rows} == {1e19, 1e20, 6e20, 1e21} and len(rows) >= 30
-    for r in rows:  # run id, budget, params, shape (3 words), tokens, steps, D/N, epochs, ...
-        tokens, epochs = float(r[6]), float(r[9])
+    for r in rows:  # run id, budget, params, shape (3 words), tokens, steps, lr, batch, beta2, warm, D/N, epochs, ...
+        tokens, epochs = float(r[6]), float(r[13])
         assert epochs == pytest.approx(tokens / 1.5e11, abs=0.006)
         assert r[-4] in ("GiB", "MiB") and float(r[-1].replace(",", "")) > 0  # memory (value, unit), micro, fits?, GPU-h
     assert "GPU-hours in total" in out and "8 GPUs per run (fsdp); GPU-hours on H100 SXM" in out

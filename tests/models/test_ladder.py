@@ -4,17 +4,28 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from helpers import REPO
 from models.flops import param_counts
 from models.ladder import LadderConfig, ladder, shape_for_params
 from models.transformer import ModelConfig
 
 VOCAB, SEQ = 50257, 1024
 
+
+def preset(name: str) -> LadderConfig:
+    """A conf/model/<name>.yaml preset's ladder, as the sweep composes it (the file's `model` section)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+    return LadderConfig(**OmegaConf.to_container(node.get("model", node)))
+
+
 CONFIGS = [
     LadderConfig(),
     LadderConfig(aspect_ratio=32.0, head_dim=128, kv_group=4, tie_embeddings=True, max_d_model=8192),
     LadderConfig(kv_group=2, ffn_ratio=4.0, d_ff_multiple=256, min_layers=2, vocab_multiple=128),
     LadderConfig(kv_group=3, ffn_ratio=1.0, max_d_model=4096),  # weak MLP: n_kv_heads must not drop
+    preset("tiny"),  # model=tiny: head_dim 8, depth d/16 (at least 2), d_ff multiple of 8, tied, vocab multiple of 8
 ]
 
 

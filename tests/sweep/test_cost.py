@@ -10,7 +10,8 @@ from models.transformer import ModelConfig, Transformer
 from sweep.config import LaunchConfig
 from sweep.cost import HEADROOM, fit_advice, memory_terms, peak_memory, run_cost
 from sweep.device import memory_bytes, peak_flops_per_s
-from sweep.plan import RecipeConfig, SweepConfig, format_plan, plan
+from sweep.plan import SweepConfig, format_plan, plan
+from sweep.recipe import RecipeConfig
 
 
 def measured_peak(cfg: ModelConfig, micro: int, accum: int, precision: str) -> int:

@@ -120,3 +120,16 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.path"):
         prepare(DataConfig(path=str(tmp_path / "missing"), out=str(tmp_path / "y")))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bpe_257_is_plain_bytes(tmp_path, corpus_dir):
+    """bpe:257 (the tiny preset's tokenizer): 256 byte tokens + EOS, no merges, so one token per UTF-8 byte."""
+    cfg = DataConfig(path=str(corpus_dir), tokenizer="bpe:257", val_percent=10.0, out=str(tmp_path / "d"))
+    m = json.loads((prepare(cfg) / "manifest.json").read_text())
+    assert m["vocab_size"] == 257
+    for split in ("train", "val"):  # tokens = bytes + one EOS per document
+        s = m["splits"][split]
+        assert s["tokens"] == s["bytes"] + s["documents"]
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "d" / "tokenizer"))
+    text = "naïve café — 東京 🚀"
+    assert len(tok.encode(text, add_special_tokens=False)) == len(text.encode()) and tok.decode(tok.encode(text)) == text

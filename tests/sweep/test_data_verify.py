@@ -129,7 +129,7 @@ def test_warns_past_max_epochs(prepared):
 
 @pytest.mark.parametrize("kw, exc, match", [
     ({"tokenizer": "bpe:abc"}, ValueError, "bpe:<vocab size>"),
-    ({"tokenizer": "bpe:100"}, ValueError, "258"),
+    ({"tokenizer": "bpe:100"}, ValueError, "257"),
     ({"source": "c4", "languages": ["Python"]}, ValueError, "github_code only"),
     ({"source": "github_code", "subset": "en"}, ValueError, "c4 only"),
     ({"max_tokens": -1}, ValueError, "max_tokens"),

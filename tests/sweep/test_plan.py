@@ -4,7 +4,8 @@ import pytest
 
 from models.flops import flops_per_token, param_counts
 from models.ladder import LadderConfig
-from sweep.plan import RecipeConfig, RunSpec, SweepConfig, format_plan, plan, plan_grid, target_sizes
+from sweep.plan import RunSpec, SweepConfig, format_plan, plan, plan_grid, target_sizes
+from sweep.recipe import RecipeConfig
 from sweep.runid import parse_run_id, parse_run_id_full
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True)
@@ -160,3 +161,38 @@ def test_horizons_max_budget_caps_the_long_runs():
     over = [s for s in uncapped if s.budget > 5e12]
     assert over and len(hor) == len(uncapped) - len(over)  # exactly the runs above the cap are gone ...
     assert sum("horizons_max_budget" in d.reason for d in dropped) == len(over)  # ... each with its reason
+
+
+def test_power_lr_rule_beta2_half_life_and_warmup_in_tokens_resolve_per_run():
+    recipe = RecipeConfig(seq_len=128, batch_size=16, lr=2e-3, lr_rule="power", lr_n0=5e4, lr_p=0.5, lr_d0=2e6, lr_q=0.25,
+                          beta2_half_life_tokens=2048 * 14, warmup_params=1.0, min_steps=20)
+    specs = plan(grid(), LADDER, recipe, vocab_size=512)
+    assert len(specs) >= 12
+    for s in specs:  # independent recomputation of each formula at the run's own N and D
+        assert s.recipe.lr == pytest.approx(2e-3 * (s.params / 5e4) ** -0.5 * (s.tokens / 2e6) ** 0.25, rel=1e-12)
+        assert s.recipe.beta2 == pytest.approx(0.5 ** (1 / 14), rel=1e-12)  # 2048 tokens a step, half-life 14 steps
+        assert s.warmup_steps == max(1, min(math.ceil(s.params / 2048), math.floor(0.25 * s.steps)))
+        assert s.recipe.lr_rule == "constant"  # each spec holds the values it trains with
+    # the rule at its reference point is its lr0; doubling N and quartering D move it by 2^-p and 4^-q
+    r = recipe.resolved(1e12)
+    assert r.sized(50_000, 2_000_000).lr == pytest.approx(2e-3)
+    assert r.sized(100_000, 500_000).lr == pytest.approx(2e-3 * 2 ** -0.5 * 4 ** -0.25)
+    table = format_plan(specs, [], 1e11)
+    assert " lr " in table.splitlines()[0] and f"{specs[0].recipe.lr:.3g}" in table.splitlines()[2]
+    with pytest.raises(ValueError, match="lr_rule is constant, deepseek or power"):
+        RecipeConfig(lr_rule="cubic")
+
+
+def test_exact_prior_centres_each_grid_where_r_n_fpt_n_equals_the_budget():
+    from sweep.plan import ladder_flops_per_token
+
+    fpt_of = ladder_flops_per_token(512, RECIPE.seq_len, LADDER, "chinchilla")
+    for s in plan(grid(budgets=[3e11], sizes_per_budget=9, size_span=64), LADDER, RECIPE, vocab_size=512):
+        assert fpt_of(s.params) == pytest.approx(flops_per_token(s.model, "chinchilla"), rel=1e-12)  # exact on a rung
+    for c in (3e11, 1e12, 1e13):
+        t = target_sizes(c, grid(prior_count="exact", tokens_per_param=60), flops_per_token_of=fpt_of)
+        n_star = math.exp(sum(map(math.log, t)) / len(t))
+        assert 60 * n_star * fpt_of(n_star) == pytest.approx(c, rel=1e-9)  # D = 60 N tokens of the exact count make C
+        assert n_star < math.sqrt(c / (6 * 60))  # tiny models cost more than 6N per token: a smaller N* than 6N's
+    with pytest.raises(ValueError, match="prior_count"):
+        plan(grid(prior_count="7N"), LADDER, RECIPE, vocab_size=512)

@@ -11,7 +11,8 @@ import pytest
 import sweep.plan as plan_mod
 from helpers import REPO
 from models.ladder import LadderConfig
-from sweep.plan import RecipeConfig, RunSpec, SweepConfig, plan
+from sweep.plan import RunSpec, SweepConfig, plan
+from sweep.recipe import RecipeConfig
 from sweep.rundir import (RESULT_VERSION, RunResult, atomic_file, finished, identity_changes, read_metrics, read_plan,
                           read_result, truncate_metrics, write_result)
 

@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from models.flops import MATMUL_TERMS, forward_terms
 from models.ladder import LadderConfig
 from models.transformer import Transformer
 from sweep.data import TokenData
-from sweep.plan import RecipeConfig, SweepConfig, plan
+from sweep.plan import SweepConfig, plan
+from sweep.recipe import RecipeConfig
 from sweep.train import TrainerConfig, lr_at, train
 
 LADDER = LadderConfig(head_dim=16, aspect_ratio=32, tie_embeddings=True, min_layers=2)
@@ -72,6 +74,23 @@ def test_lr_schedule_warmup_then_cosine_to_ten_percent():
     assert all(a < b for a, b in zip(lrs[:w], lrs[1:w]))  # rising warm-up
     assert all(a >= b for a, b in zip(lrs[w:], lrs[w + 1:]))  # then monotone decay
     assert lrs[-1] == pytest.approx(0.1 * peak)  # cosine cycle ends exactly at the last step
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_lr_schedule_wsd_warmup_constant_then_cooldown(shape):
+    spec = tiny_spec(warmup_frac=0.05, schedule="wsd", cooldown_frac=0.2, cooldown_shape=shape)
+    lrs = [lr_at(s, spec) for s in range(spec.steps)]
+    peak, w, cd = spec.recipe.lr, spec.warmup_steps, spec.cooldown_steps
+    assert cd == round(0.2 * spec.steps) and w >= 1
+    assert all(a < b for a, b in zip(lrs[:w], lrs[1:w])) and lrs[w - 1] == pytest.approx(peak)
+    assert lrs[w:spec.steps - cd] == [peak] * (spec.steps - cd - w)  # the stable part
+    for k in range(spec.steps - cd, spec.steps):  # Hägele et al.: linear, or 1 - sqrt of the cooldown's progress
+        p = (k - (spec.steps - cd) + 1) / cd
+        left = 1 - p if shape == "linear" else 1 - p ** 0.5
+        assert lrs[k] == pytest.approx(peak * (0.1 + 0.9 * left))
+    assert lrs[-1] == pytest.approx(0.1 * peak)
+    trunk = replace(spec, kind="trunk", cooldown_steps=0)  # a trunk never cools down
+    assert [lr_at(s, trunk) for s in range(w, spec.steps)] == [peak] * (spec.steps - w)
 
 
 def test_deterministic_on_cpu(tmp_path, data):

@@ -12,7 +12,8 @@ from models.flops import param_counts
 from models.ladder import LadderConfig
 from models.transformer import ModelConfig, Transformer
 from sweep.data import TokenData
-from sweep.plan import RecipeConfig, SweepConfig, plan
+from sweep.plan import SweepConfig, plan
+from sweep.recipe import RecipeConfig
 from sweep.device import PEAK_BF16_FLOPS, fmt_mfu, mfu, peak_flops_per_s, pick_precision
 from sweep.rundir import checkpoint_paths
 from sweep.train import TrainerConfig, finish, run_loop, setup, step, train
