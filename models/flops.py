@@ -84,6 +84,13 @@ def flops_per_token(cfg: ModelConfig, convention: str = "chinchilla") -> float:
     raise ValueError(f"unknown FLOP convention {convention!r}; valid conventions are {', '.join(CONVENTIONS)}")
 
 
+def matmul_flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token of the real matmuls only (3 x MATMUL_TERMS): what a FLOP counter sees, and the
+    numerator of MFU (the embedding lookup and the softmax do not run on the matmul units the peak describes)."""
+    terms = forward_terms(cfg)
+    return 3 * sum(terms[t] for t in MATMUL_TERMS) / cfg.seq_len
+
+
 def report(cfg: ModelConfig) -> dict:
     """Everything above for one shape, as a JSON-ready dict."""
     counts = param_counts(cfg)

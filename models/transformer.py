@@ -10,11 +10,14 @@ uses the rotate-half layout (GPT-NeoX / Hugging Face `LlamaForCausalLM`), so exp
 no permutation of wq/wk.
 
 Everything runs in fp32 on CPU; on CUDA wrap the forward in `torch.autocast("cuda", torch.bfloat16)`.
-RMSNorm, RoPE and the loss are computed in fp32 regardless.
+RMSNorm, RoPE and the loss are computed in fp32 regardless.  The initial value of every parameter is a pure
+function of (seed, parameter name), so an FSDP2 model built on the meta device and sharded first starts
+exactly where an unsharded one does (`Transformer.initial_value`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
 
@@ -162,7 +165,10 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """The model; ``Transformer(cfg, seed)`` is initialised, and built under ``torch.device("meta")`` it holds no
+    storage until ``to_empty`` (then ``reset_parameters(seed)`` or a checkpoint fills it: FSDP's meta-device init)."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -175,26 +181,48 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, hd)
         self.register_buffer("rope_sin", sin, persistent=False)  # (seq_len, hd)
-        self.reset_parameters()
+        if not self.rope_cos.is_meta:
+            self.reset_parameters(seed)
+
+    def to_empty(self, *, device, recurse: bool = True) -> "Transformer":
+        """Give a meta-device model real (uninitialised) storage on ``device``, keeping what ``__init__`` set up:
+        ``Module.to_empty`` would give the tied lm_head a tensor of its own, and leaves the RoPE tables empty."""
+        super().to_empty(device=device, recurse=recurse)
+        if self.cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(self.cfg.seq_len, self.cfg.head_dim, self.cfg.rope_theta)
+        with torch.no_grad():
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+        return self
+
+    def initial_value(self, name: str, seed: int) -> torch.Tensor:
+        """The initial value of parameter ``name``: full shape, fp32, on the CPU.
+
+        N(0, 0.02) everywhere (GPT-2 / nanoGPT); the projections that write into the residual stream (wo, w2)
+        get std 0.02/sqrt(2L) so the residual variance does not grow with depth (GPT-2 paper, sec. 2.3: "scale
+        the weights of residual layers by 1/sqrt(N)"); norm gains start at 1.  Each parameter draws from its own
+        generator, seeded by (seed, name), so the value does not depend on the device, on the order parameters
+        are visited in, or on how they are sharded.
+        """
+        p = self.get_parameter(name)
+        if name.endswith("norm.weight"):
+            return torch.ones(p.shape)
+        std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("wo.weight", "w2.weight")) else 0.02
+        key = int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
+        return torch.empty(p.shape).normal_(0.0, std, generator=torch.Generator().manual_seed(key))
 
     @torch.no_grad()
-    def reset_parameters(self):
-        # N(0, 0.02) everywhere (GPT-2 / nanoGPT); the projections that write into the residual
-        # stream (wo, w2) get std 0.02/sqrt(2L) so the residual variance does not grow with depth
-        # (GPT-2 paper, sec. 2.3: "scale the weights of residual layers by 1/sqrt(N)").
-        std = 0.02
-        nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
-        if not self.cfg.tie_embeddings:
-            nn.init.normal_(self.output.weight, mean=0.0, std=std)
-        for layer in self.layers:
-            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv,
-                        layer.feed_forward.w1, layer.feed_forward.w3):
-                nn.init.normal_(lin.weight, mean=0.0, std=std)
-            for lin in (layer.attention.wo, layer.feed_forward.w2):
-                nn.init.normal_(lin.weight, mean=0.0, std=std / math.sqrt(2 * self.cfg.n_layers))
-            nn.init.ones_(layer.attention_norm.weight)
-            nn.init.ones_(layer.ffn_norm.weight)
-        nn.init.ones_(self.norm.weight)
+    def reset_parameters(self, seed: int = 0):
+        """Set every parameter to ``initial_value(name, seed)``.  A parameter sharded by FSDP2 (a DTensor) takes
+        its rank's slice of that full value, so a sharded model starts exactly where an unsharded one does."""
+        for name, p in self.named_parameters():  # a tied weight once, as tok_embeddings.weight
+            value = self.initial_value(name, seed)
+            if hasattr(p, "placements"):  # a DTensor: this rank holds one shard
+                from torch.distributed.tensor import distribute_tensor
+
+                value = distribute_tensor(value, p.device_mesh, p.placements)
+            p.copy_(value)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """idx: (B, T) token ids, T <= seq_len. Returns logits (B, T, V), or the mean CE loss if targets given."""

@@ -96,6 +96,16 @@ def full_optim_state(model, opt, sharded: bool) -> dict:
     return opt.state_dict()
 
 
+def load_model(model, state: dict, sharded: bool) -> None:
+    """Load a full state dict (what save_checkpoint writes); sharded, each rank keeps its slice."""
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(state)
+
+
 def load_optimizer(opt, model, state, sharded: bool) -> None:
     if sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

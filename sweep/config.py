@@ -33,6 +33,18 @@ class LaunchConfig:
     retry_failed: bool = False  # rerun runs whose result says `failed` (done and diverged runs are never rerun)
     allow_config_change: bool = False  # let a relaunch change the sweep's config (e.g. add budgets) in an existing dir
     assumed_flops_per_s: float = 1e11  # only for the dry run's time estimate (~1e11 on 2 CPU cores)
+    device: Optional[str] = None  # the dry run's GPU-hours and memory flags on this GPU: H100, H100 PCIe, H200, A100, A100 40GB, B200
+    assumed_mfu: float = 0.4  # MFU (on matmul FLOPs) assumed for the GPU-hours
+    gpus_per_run: int = 1  # the dry run's memory per GPU: each run data-parallel (trainer.parallel) over this many GPUs
+
+    def __post_init__(self):
+        from sweep.cost import check_device
+
+        check_device(self.device)
+        if not 0 < self.assumed_mfu <= 1:
+            raise ValueError(f"launch.assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
+        if self.gpus_per_run < 1:
+            raise ValueError(f"launch.gpus_per_run must be >= 1, got {self.gpus_per_run}")
 
 
 @dataclass
@@ -50,7 +62,7 @@ class Config:
 SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.default_factory is not MISSING}
 IDENTITY_SECTIONS = ("data", "model", "recipe", "sweep")
 # run-only keys that moved from `sweep` to `launch`; the old spelling still works, with a warning
-MOVED_TO_LAUNCH = tuple(f.name for f in fields(LaunchConfig))
+MOVED_TO_LAUNCH = ("dry_run", "refine", "retry_failed", "allow_config_change", "assumed_flops_per_s")
 
 
 def register() -> None:

@@ -1,16 +1,19 @@
 """Devices, precision, data-parallel ranks and MFU: what the trainer needs to know about the hardware.
 
-Defaults: CUDA gets bf16 autocast, ``torch.compile`` and fused AdamW; CPU and MPS fp32, eager, foreach AdamW.
+Defaults: CUDA gets bf16 autocast (fp16 with a GradScaler on cards without native bf16), ``torch.compile`` and
+fused AdamW; CPU and MPS fp32, eager, foreach AdamW.
 """
 from __future__ import annotations
 
 import os
 import platform
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+
+from models.transformer import ModelConfig, Transformer
 
 # Dense bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets (without sparsity).
 PEAK_BF16_FLOPS = {
@@ -18,19 +21,34 @@ PEAK_BF16_FLOPS = {
     "H100 SXM": 989e12,  # also "H100 80GB HBM3"
     "H200": 989e12,
     "A100": 312e12,
+    "A100 40GB": 312e12,
     "B200": 2250e12,
 }
+# Memory per GPU in GiB, from the same data sheets (H100 SXM and PCIe 80 GB, H200 141 GB, A100 80 GB (40 GB
+# when the name says so), B200 180 GB in the HGX B200); the "GB" of the sheets is read as GiB.
+MEMORY_GIB = {"H100 PCIe": 80, "H100 SXM": 80, "H200": 141, "A100": 80, "A100 40GB": 40, "B200": 180}
+
+
+def table_name(device_name: str) -> Optional[str]:
+    """The key of a device in the tables above ("H100 SXM" for "NVIDIA H100 80GB HBM3" or "H100"), or None."""
+    name = device_name.upper()
+    if "H100" in name:
+        return "H100 PCIe" if "PCIE" in name else "H100 SXM"
+    if "A100" in name and "40GB" in name.replace(" ", ""):
+        return "A100 40GB"
+    return next((key for key in ("H200", "A100", "B200") if key in name), None)
 
 
 def peak_flops_per_s(device_name: str) -> Optional[float]:
     """The dense bf16 peak of a device by its name, or None when it is not in the table."""
-    name = device_name.upper()
-    if "H100" in name:
-        return PEAK_BF16_FLOPS["H100 PCIe"] if "PCIE" in name else PEAK_BF16_FLOPS["H100 SXM"]
-    for key in ("H200", "A100", "B200"):
-        if key in name:
-            return PEAK_BF16_FLOPS[key]
-    return None
+    key = table_name(device_name)
+    return PEAK_BF16_FLOPS[key] if key else None
+
+
+def memory_bytes(device_name: str) -> Optional[float]:
+    """The memory of a device by its name (same names as peak_flops_per_s), or None when it is not in the table."""
+    key = table_name(device_name)
+    return MEMORY_GIB[key] * 2**30 if key else None
 
 
 def device_name(device: torch.device) -> str:
@@ -40,7 +58,8 @@ def device_name(device: torch.device) -> str:
 
 
 def mfu(flops_per_s: float, peak: Optional[float], world: int = 1) -> Optional[float]:
-    """Model FLOPs utilisation: achieved exact FLOP/s over the summed peak of all ranks."""
+    """Model FLOPs utilisation: achieved matmul FLOP/s (models.flops.matmul_flops_per_token) over the summed peak
+    of all ranks."""
     return flops_per_s / (peak * world) if peak else None
 
 
@@ -62,19 +81,71 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """trainer.precision: bf16 autocast when asked for, or (auto) on CUDA."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # trainer.precision
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+def native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA card runs bf16 in hardware (Ampere and later).  ``torch.cuda.is_bf16_supported()`` alone
+    also says yes where bf16 is only emulated (V100, T4), at fp32 speed or worse."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def pick_precision(precision: str, device: torch.device, bf16_supported: Callable[[torch.device], bool] = native_bf16) -> str:
+    """The autocast dtype for trainer.precision on ``device``: "bf16", "fp16" or "fp32".
+
+    auto: bf16 on a CUDA card with native bf16; on an older card (V100, T4) fp16 with a GradScaler, because
+    their tensor cores take fp16 (V100: 125 TFLOP/s fp16, 15.7 fp32) and the scaler keeps small gradients from
+    underflowing (Micikevicius et al. 2018, "Mixed Precision Training"); fp32 on CPU and MPS.  An explicit
+    bf16 on a card without it is refused.  ``bf16_supported`` is the capability check (tests pass their own).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        return "fp32" if precision == "auto" else precision
+    native = bf16_supported(device)
+    if precision == "auto":
+        return "bf16" if native else "fp16"
+    if precision == "bf16" and not native:
+        raise ValueError(f"trainer.precision=bf16 but {device} has no native bf16 (it predates Ampere); "
+                         "use trainer.precision=auto (fp16 with a GradScaler) or fp32")
+    return precision
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to ``precision`` ("bf16" | "fp16"); "fp32" runs as is."""
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
+
+
+def grad_scaler(device: torch.device, precision: str, sharded: bool):
+    """A GradScaler for fp16 (None otherwise).  Sharded (FSDP2) gradients need the scaler that all-reduces its
+    inf/NaN check, so that every rank skips the same steps."""
+    if precision != "fp16":
+        return None
+    if sharded:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device.type)
+    return torch.amp.GradScaler(device.type)
 
 
 def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host rows -> device, without waiting for the copy.
+
+    On CUDA the rows are pinned (page-locked, from PyTorch's caching host allocator) and copied with
+    ``non_blocking``, on the current (compute) stream.  No side stream is needed: the trainer asks for step
+    k+1's rows before it issues step k, and the host only waits for the device at log steps, so the copy is
+    queued ahead of step k's kernels while the host gathers the next rows; what the stream spends on it is
+    B_rank x T x 16 bytes (inputs and targets, int64), e.g. 64 x 2048 x 16 = 2 MiB, ~0.1 ms at PCIe 4 speed
+    against a step of 100 ms or more.  A side stream would save that 0.1 ms at the price of an event wait and
+    ``record_stream`` bookkeeping per batch.
+    """
     t = torch.from_numpy(np.ascontiguousarray(x))
     if device.type == "cuda":
-        t = t.pin_memory()  # page-locked, so the copy below can overlap compute
+        t = t.pin_memory()
     return t.to(device, non_blocking=True)
 
 
@@ -109,3 +180,43 @@ def max_op():
     import torch.distributed as td
 
     return td.ReduceOp.MAX
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model on its devices
+
+def build_model(cfg: ModelConfig, seed: int, device: torch.device, sharded: bool, state: Optional[dict] = None,
+                precision: str = "fp32"):
+    """The model on ``device``, never whole on one device when ``sharded``: built on the meta device (no
+    storage), sharded by FSDP2 block by block and then at the root, materialised (each rank only its shards)
+    and filled from ``state`` (a full state dict: a checkpoint's) or with ``reset_parameters(seed)``, whose
+    values do not depend on the sharding: a sharded model starts exactly where an unsharded one does.
+
+    Under bf16/fp16 the blocks all-gather their weights in that dtype (FSDP2's MixedPrecisionPolicy; gradients
+    are reduced in fp32, the residual stream stays fp32): autocast would otherwise keep a 16-bit copy of every
+    block's unsharded weights for the backward, 2 bytes per parameter that sharding never divides."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    if sharded:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy()
+        if precision != "fp32":
+            mp = MixedPrecisionPolicy(param_dtype=DTYPES[precision], reduce_dtype=torch.float32, cast_forward_inputs=False)
+        for block in model.layers:
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model)
+    model.to_empty(device=device)
+    if state is None:
+        model.reset_parameters(seed)
+    else:
+        from sweep.checkpoint import load_model
+
+        load_model(model, state, sharded)
+    return model

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import section
-from sweep.data import TokenData, data_dir, prepare
+from sweep.data import TokenData, bpe_vocab, data_dir, prepare
 from sweep.plan import Dropped, RunSpec, plan_sweep
 from sweep.rundir import RunLocked, finished, read_plan, read_result, remove_stale_temps, run_lock
 from sweep.tracking import Tracker
@@ -22,13 +22,25 @@ from sweep.train import TrainerConfig, train
 log = logging.getLogger(__name__)
 
 
-def make_plan(cfg: DictConfig, centres: Optional[dict] = None,
-              extra_lrs: Optional[dict] = None) -> tuple[list[RunSpec], list[Dropped], Path]:
+def make_plan(cfg: DictConfig, centres: Optional[dict] = None, extra_lrs: Optional[dict] = None,
+              dry_run: bool = False) -> tuple[list[RunSpec], list[Dropped], Path]:
     """Prepare (or find) the data, verify it, then plan the grid against its vocab and size.
 
-    Raises ValueError (one line, naming the fix) for data that cannot be trained on: a truncated or
-    corrupt shard, a swapped tokenizer, or splits shorter than one sequence."""
-    path = prepare(section(cfg, "data"))
+    A ``dry_run`` with ``data.assumed_train_tokens`` set and the data not prepared yet plans with the assumed
+    sizes instead, and prepares (downloads) nothing.  Raises ValueError (one line, naming the fix) for data that
+    cannot be trained on: a truncated or corrupt shard, a swapped tokenizer, or splits shorter than one sequence."""
+    data_cfg = section(cfg, "data")
+    if dry_run and data_cfg.assumed_train_tokens and not (data_dir(data_cfg) / "manifest.json").exists():
+        from sweep.config import _folder_vocab
+
+        vocab = data_cfg.assumed_vocab_size or bpe_vocab(data_cfg.tokenizer) or _folder_vocab(data_cfg.tokenizer)
+        if not vocab:
+            raise ValueError(f"data.tokenizer={data_cfg.tokenizer!r} does not say its vocab size: set data.assumed_vocab_size "
+                             "for a dry run before the data is prepared")
+        specs, dropped = plan_sweep(section(cfg, "sweep"), section(cfg, "model"), section(cfg, "recipe"), vocab,
+                                    int(data_cfg.assumed_train_tokens), centres, extra_lrs)
+        return specs, dropped, data_dir(data_cfg)
+    path = prepare(data_cfg)
     data = TokenData(path)  # sizes and the tokenizer every time, shard sha256 on first use
     recipe = section(cfg, "recipe")
     for split in ("train", "val"):

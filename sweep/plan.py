@@ -422,32 +422,60 @@ def plan(grid, ladder, recipe, vocab_size, train_tokens=None, centres=None) -> l
     return plan_grid(grid, ladder, recipe, vocab_size, train_tokens, centres)[0]
 
 
-def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0) -> str:
+def format_plan(specs: list[RunSpec], dropped: list[Dropped], flops_per_second: float = 0.0,
+                costs: Optional[list] = None, cost_note: str = "") -> str:
     """The plan as a fixed-width table: budget, N, shape, tokens, steps, the recipe each run trains with (peak LR,
     batch in sequences, beta2, warm-up steps), tokens/param, epochs, FLOPs (what the model sees: a fork's include its
-    trunk's), FLOPs spent (the run's own steps) and the estimated time of those."""
+    trunk's), FLOPs spent (the run's own steps) and the estimated time of those; with ``costs`` (sweep.cost.RunCost
+    per spec) also the estimated peak memory per GPU at the micro-batch, what a run needs to fit the device (a
+    smaller micro-batch, FSDP over k GPUs) and the GPU-hours of its own steps, and their totals."""
     head = (f"{'run id':<24} {'budget':>9} {'params':>9} {'shape (L x d, H/K, ff)':<24} {'tokens':>9} {'steps':>6} "
             f"{'lr':>8} {'batch':>5} {'beta2':>6} {'warm':>5} {'D/N':>6} {'epochs':>6} {'FLOPs':>9} {'spent':>9} {'est.':>7}")
+    device = costs is not None and any(c.gpu_hours is not None for c in costs)  # a GPU is named: flags, GPU-hours
+    if costs is not None:
+        head += f" {'mem/GPU':>9} {'micro':>5}" + (f" {'fits?':>10} {'GPU-h':>8}" if device else "")
     lines = [head, "-" * len(head)]
     total = 0.0
-    for s in specs:
+    for i, s in enumerate(specs):
         m, r = s.model, s.recipe
         shape = f"{m.n_layers}x{m.d_model}, {m.n_heads}/{m.n_kv_heads}, {m.d_ff}"
         ep = f"{s.epochs:.2f}" if s.epochs is not None else "?"
         est = _fmt_time(s.flops_spent / flops_per_second) if flops_per_second > 0 else "?"
         total += s.flops_spent
-        lines.append(f"{s.run_id:<24} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
-                     f"{r.lr:>8.3g} {r.batch_size:>5d} {r.beta2:>6.4g} {s.warmup_steps:>5d} {s.tokens_per_param:>6.1f} "
-                     f"{ep:>6} {s.flops:>9.4g} {s.flops_spent:>9.4g} {est:>7}")
+        line = (f"{s.run_id:<24} {s.budget:>9.3g} {s.params:>9.3g} {shape:<24} {s.tokens:>9.3g} {s.steps:>6d} "
+                f"{r.lr:>8.3g} {r.batch_size:>5d} {r.beta2:>6.4g} {s.warmup_steps:>5d} {s.tokens_per_param:>6.1f} "
+                f"{ep:>6} {s.flops:>9.4g} {s.flops_spent:>9.4g} {est:>7}")
+        if costs is not None:
+            c = costs[i]
+            line += f" {_fmt_bytes(c.memory):>9} {c.micro_batch:>5d}"
+            if device:
+                line += f" {c.advice or 'ok':>10} {_fmt_hours(c.gpu_hours):>8}"
+        lines.append(line)
     tot = _fmt_time(total / flops_per_second) if flops_per_second > 0 else "?"
     lines.append(f"{len(specs)} runs, {total:.3g} FLOPs in total, est. {tot}")
     if any(s.kind == "trunk" for s in specs):
         alone = sum(s.flops for s in specs if s.kind != "trunk")
         lines.append(f"trunks and forks: {total:.3g} FLOPs against {alone:.3g} as independent cosine runs "
                      f"(ratio {total / alone:.3f})")
+    if costs:
+        hours = [c.gpu_hours for c in costs if c.gpu_hours is not None]
+        flagged = [c for c in costs if c.advice]
+        lines.append(f"peak memory per GPU up to {_fmt_bytes(max(c.memory for c in costs))}"
+                     + (f"; {len(flagged)} runs do not fit the GPU at their micro-batch (fits?)" if flagged else "")
+                     + (f"; {_fmt_hours(sum(hours))} GPU-hours in total" if hours else ""))
+    if cost_note:
+        lines.append(cost_note)
     for d in dropped:
         lines.append(f"dropped C={d.budget:.3g} N~{d.target_params:.3g}: {d.reason}")
     return "\n".join(lines)
+
+
+def _fmt_hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 10 else f"{h:.3g}"
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _fmt_time(seconds: float) -> str:

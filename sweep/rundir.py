@@ -224,10 +224,11 @@ class RunResult:
     epochs: Optional[float] = None  # passes over the training split
     final_train_loss: Optional[float] = None  # smoothed (EMA 0.9) training loss at the last log step
     final_val_loss: Optional[float] = None
-    wall_time_s: Optional[float] = None
-    tok_per_s: Optional[float] = None
-    flops_per_s: Optional[float] = None
-    mfu: Optional[float] = None
+    wall_time_s: Optional[float] = None  # all of it: steps, compilation, evaluations, checkpoints
+    compile_s: Optional[float] = None  # the first step of every attempt (torch.compile, autotuning, CUDA warm-up)
+    tok_per_s: Optional[float] = None  # over the other steps: without compile_s and evaluations
+    flops_per_s: Optional[float] = None  # the same, in FLOPs of flops_convention
+    mfu: Optional[float] = None  # matmul FLOP/s (models.flops.matmul_flops_per_token) over the device's peak
     device: Optional[str] = None
     world_size: int = 1
     precision: Optional[str] = None

@@ -9,14 +9,18 @@ budget.  Cumulative FLOPs are counted with the same exact per-token figure at ev
 (the result record, the final weights).
 
 Devices and precision (sweep/device.py)
-    CUDA: bf16 autocast, ``torch.compile``, fused AdamW, flash SDPA (PyTorch picks it for bf16),
-    pinned host memory with non-blocking copies one step ahead.  CPU/MPS: fp32, eager, foreach AdamW.
-    ``trainer.precision`` and ``trainer.compile`` override the defaults (both work on CPU too).
+    CUDA: bf16 autocast (fp16 with a GradScaler on cards without native bf16), ``torch.compile``, fused AdamW,
+    flash SDPA (PyTorch picks it for bf16), pinned host memory with non-blocking copies one step ahead.
+    CPU/MPS: fp32, eager, foreach AdamW.  ``trainer.precision`` and ``trainer.compile`` override the defaults
+    (both work on CPU too).  The first step of every attempt (compilation, autotuning, CUDA warm-up) is timed
+    apart: ``compile_s`` in the result; tok/s and MFU count the other steps only, without evaluations.
 
 Data parallelism
-    Under ``torchrun`` (RANK/WORLD_SIZE in the environment) each rank takes its slice of every global
+    Under ``torchrun`` (RANK/WORLD_SIZE in the environment) each rank reads only its slice of every global
     batch; DDP (or FSDP2 with ``trainer.parallel=fsdp``) averages the gradients, so the loss curve is
-    the single-process one for the same global batch.
+    the single-process one for the same global batch.  Models are built on the meta device and materialised
+    where they train (under FSDP2 each rank only its shards: ``sweep.device.build_model``), with the same
+    initial values whatever the sharding.
 
 Checkpoints (sweep/checkpoint.py)
     By wall time, and on SIGTERM or the preemption signal; a restarted run resumes exactly: batches are a
@@ -43,12 +47,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from models.transformer import Transformer
+from models.flops import matmul_flops_per_token
 from sweep.checkpoint import (StopSignals, full_state_dict, load_branch_checkpoint, load_latest_checkpoint, load_optimizer,
                               save_checkpoint, save_torch_atomic)
 from sweep.data.loader import TokenData
-from sweep.device import (Dist, all_reduce, autocast, device_name, fmt_mfu, max_op, mfu, peak_flops_per_s, pick_device,
-                          to_device, use_bf16)
+from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler, max_op,
+                          mfu, peak_flops_per_s, pick_device, pick_precision, sync, to_device)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
                           last_val_loss, read_metrics, truncate_metrics, write_result)
@@ -62,7 +66,7 @@ class TrainerConfig:
 
     device: str = "auto"  # auto | cpu | cuda | mps
     device_index: Optional[int] = None  # which GPU; None = LOCAL_RANK (torchrun) or, in a packed sweep, job number mod #GPUs
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
+    precision: str = "auto"  # auto (CUDA: bf16 autocast, or fp16 + GradScaler without native bf16; fp32 elsewhere) | bf16 | fp16 | fp32
     compile: Optional[bool] = None  # torch.compile; None = on for CUDA, off elsewhere
     parallel: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2, for models that don't fit one GPU)
     num_threads: int = 0  # CPU intra-op threads; 0 = PyTorch's default (all cores)
@@ -81,8 +85,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.log_every must be >= 1, got {self.log_every}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError(f"trainer.device={self.device!r}: use auto, cpu, cuda or mps")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"trainer.precision={self.precision!r}: use auto, bf16 or fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"trainer.parallel={self.parallel!r}: use ddp or fsdp")
         if self.keep_last < 1:
@@ -139,7 +143,8 @@ class Run:
     tracker: Any
     dist: Dist
     device: torch.device
-    bf16: bool
+    precision: str  # bf16 | fp16 | fp32: the autocast dtype (sweep.device.pick_precision)
+    scaler: Any  # the GradScaler of fp16 runs, else None
     compiled: bool
     model: torch.nn.Module  # the module whose parameters are trained (sharded under FSDP)
     net: Any  # what the forward pass calls: the model, its DDP wrapper, compiled or not
@@ -151,7 +156,8 @@ class Run:
     start: int  # the step this attempt starts at (> 0 after a resume)
     loop: dict  # smoothed loss, first loss, elapsed seconds, the wandb state; saved in every checkpoint
     eval_steps: set
-    flops_per_step: float  # exact, under spec.recipe.flops_convention
+    flops_per_step: float  # exact, under spec.recipe.flops_convention (what the budget counts)
+    matmul_flops_per_step: float  # the matmul terms only: MFU's numerator (models.flops.matmul_flops_per_token)
     peak: Optional[float]  # the device's bf16 peak FLOP/s, for MFU
 
     @property
@@ -160,8 +166,8 @@ class Run:
 
     def batch(self, step: int):
         r = self.spec.recipe
-        x, y = self.data.train_batch(step, r.batch_size, r.seq_len, r.seed)
-        return to_device(x[self.rows], self.device), to_device(y[self.rows], self.device)
+        x, y = self.data.train_batch(step, r.batch_size, r.seq_len, r.seed, rows=self.rows)  # this rank's rows only
+        return to_device(x, self.device), to_device(y, self.device)
 
 
 def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tracker=None,
@@ -174,6 +180,10 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     dist = Dist.from_env()
     tracker = tracker if dist.main else None
     device = pick_device(cfg.device, cfg.device_index if cfg.device_index is not None else dist.local_rank)
+    if device.type == "cuda":
+        # before anything touches CUDA: pin_memory, NCCL and compile use the current device, cuda:0 by default,
+        # so a packed job on cuda:k would open a second context on cuda:0
+        torch.cuda.set_device(device)
     if device.type == "cpu" and cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     if spec.model.vocab_size < data.vocab_size:
@@ -185,47 +195,42 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     micro = cfg.micro_batch_size or per_rank
     if per_rank % micro:
         raise ValueError(f"trainer.micro_batch_size={micro} must divide the per-rank batch {per_rank}")
-    bf16 = use_bf16(cfg.precision, device)
+    precision = pick_precision(cfg.precision, device)
     compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    sharded = dist.world > 1 and cfg.parallel == "fsdp"
     if dist.world > 1:
         import torch.distributed as td
 
         if not td.is_initialized():
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
 
-    torch.manual_seed(r.seed)
-    model = Transformer(spec.model).to(device)
     ckpt = load_latest_checkpoint(run_dir, spec)
     if ckpt is None and spec.trunk:
         if trunk is None or trunk.run_id != spec.trunk:
             raise ValueError(f"{spec.run_id} is a fork of {spec.trunk}: pass that trunk's spec")
         ckpt = load_branch_checkpoint(run_dir.parent / trunk.run_id, spec.start_step, trunk)
-        # the trunk's time and wandb run are the trunk's: the fork starts its own
-        ckpt["loop"] = {k: v for k, v in ckpt["loop"].items() if k != "wandb"} | {"elapsed": 0.0}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        # the trunk's time, throughput clock and wandb run are the trunk's: the fork starts its own
+        ckpt["loop"] = {k: v for k, v in ckpt["loop"].items() if k != "wandb"} | {
+            "elapsed": 0.0, "compile_s": 0.0, "train_s": 0.0, "timed_steps": 0}
+    model = build_model(spec.model, r.seed, device, sharded, ckpt["model"] if ckpt else None, precision)
     ddp = None
-    if dist.world > 1 and cfg.parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.layers:
-            fully_shard(block)
-        fully_shard(model)
-    elif dist.world > 1:
+    if dist.world > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = build_optimizer(model, spec, device)
+    scaler = grad_scaler(device, precision, sharded)
     if ckpt is not None:
-        load_optimizer(opt, model, ckpt["optimizer"], dist.world > 1 and cfg.parallel == "fsdp")
+        load_optimizer(opt, model, ckpt["optimizer"], sharded)
     net = torch.compile(ddp or model) if compiled else (ddp or model)
 
     start = ckpt["step"] if ckpt else 0
-    loop = {"smooth": None, "first_loss": None, "elapsed": 0.0}
+    # compile_s: first steps of the attempts; train_s, timed_steps: the other steps (tok/s and MFU)
+    loop = {"smooth": None, "first_loss": None, "elapsed": 0.0, "compile_s": 0.0, "train_s": 0.0, "timed_steps": 0}
     if ckpt:
         loop.update(ckpt["loop"])
+        if scaler is not None and loop.get("grad_scaler"):
+            scaler.load_state_dict(loop["grad_scaler"])
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir, start)  # drop lines logged after the checkpoint we resume from
@@ -235,12 +240,13 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
         # one line per (re)start: shows nothing was retrained
         append_attempt(run_dir, {"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time()})
-    return Run(spec=spec, cfg=cfg, data=data, run_dir=run_dir, tracker=tracker, dist=dist, device=device, bf16=bf16,
-               compiled=bool(compiled), model=model, net=net, ddp=ddp, opt=opt, micro=micro, accum=per_rank // micro,
-               rows=slice(dist.rank * per_rank, (dist.rank + 1) * per_rank), start=start, loop=loop,
-               eval_steps={max(1, round(f * spec.steps)) for f in cfg.eval_fractions if 0 < f < 1},
+    return Run(spec=spec, cfg=cfg, data=data, run_dir=run_dir, tracker=tracker, dist=dist, device=device,
+               precision=precision, scaler=scaler, compiled=bool(compiled), model=model, net=net, ddp=ddp, opt=opt,
+               micro=micro, accum=per_rank // micro, rows=slice(dist.rank * per_rank, (dist.rank + 1) * per_rank),
+               start=start, loop=loop, eval_steps={max(1, round(f * spec.steps)) for f in cfg.eval_fractions if 0 < f < 1},
                flops_per_step=r.tokens_per_step * spec.flops_per_token,
-               peak=peak_flops_per_s(device_name(device)) if bf16 else None)
+               matmul_flops_per_step=r.tokens_per_step * matmul_flops_per_token(spec.model),
+               peak=peak_flops_per_s(device_name(device)) if precision != "fp32" else None)
 
 
 def step(run: Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
@@ -252,13 +258,19 @@ def step(run: Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tenso
     for i in range(run.accum):
         # under DDP, all-reduce gradients only on the last micro-batch of the step
         skip_sync = run.ddp is not None and i < run.accum - 1
-        with (run.ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast(run.device, run.bf16):
+        with (run.ddp.no_sync() if skip_sync else contextlib.nullcontext()), autocast(run.device, run.precision):
             loss = run.net(xb[i * m:(i + 1) * m], yb[i * m:(i + 1) * m]) / run.accum
-        loss.backward()
+        (run.scaler.scale(loss) if run.scaler else loss).backward()
         loss_sum += loss.detach()
+    if run.scaler is not None:
+        run.scaler.unscale_(run.opt)  # clip the true gradients; a step with inf/NaN in them is skipped below
     if run.spec.recipe.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.recipe.grad_clip)
-    run.opt.step()
+    if run.scaler is not None:
+        run.scaler.step(run.opt)
+        run.scaler.update()
+    else:
+        run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     return loss_sum
 
@@ -274,6 +286,20 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
     status, error = "done", None
     t0 = time.perf_counter() - loop["elapsed"]
     last_ckpt = time.perf_counter()
+    # the throughput's clock: it runs from `mark` (after the step `marked`) to the next host sync, and stops for
+    # the attempt's first step (compile_s), evaluations, logging and checkpoints
+    mark, marked = time.perf_counter(), run.start
+
+    def clock(done: int, first: bool = False) -> None:
+        nonlocal mark, marked
+        now = time.perf_counter()
+        if first:
+            loop["compile_s"] += now - mark
+        else:
+            loop["train_s"] += now - mark
+            loop["timed_steps"] += done - marked
+        mark, marked = now, done
+
     bar = _progress(spec, cfg, run.start) if dist.main else None
     done = run.start
     with StopSignals() as stop, (open(run.run_dir / METRICS_FILE, "a") if dist.main else contextlib.nullcontext()) as mf:
@@ -287,16 +313,21 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
 
             done = k + 1
             last = done == spec.steps
+            if done == run.start + 1:  # compilation, autotuning and warm-up happen here: time it apart
+                sync(run.device)
+                clock(done, first=True)
             fault_point(f"step:{done}")  # chaos tests: a signal or a kill right after this step
             if done % cfg.log_every == 0 or last or done == 1:
                 loss_val = all_reduce(loss_sum, dist).item() / dist.world
+                clock(done)
                 loop["first_loss"] = loop["first_loss"] or loss_val
                 loop["smooth"] = loss_val if loop["smooth"] is None else 0.9 * loop["smooth"] + 0.1 * loss_val
                 elapsed = time.perf_counter() - t0
-                fps = (done - run.start) * run.flops_per_step / max(elapsed - loop["elapsed"], 1e-9)
+                steps_per_s = throughput(loop, done - run.start)
                 rec = {"step": done, "tokens": done * r.tokens_per_step, "flops": done * run.flops_per_step,
                        "loss": loss_val, "lr": lr, "elapsed_s": elapsed,
-                       "tok_per_s": fps / spec.flops_per_token, "mfu": mfu(fps, run.peak, dist.world)}
+                       "tok_per_s": steps_per_s * r.tokens_per_step,
+                       "mfu": mfu(steps_per_s * run.matmul_flops_per_step, run.peak, dist.world)}
                 limit = cfg.diverge_loss or 2 * loop["first_loss"]
                 if not math.isfinite(loss_val) or loss_val > limit:
                     status, error = "diverged", f"loss {loss_val:.4g} at step {done} (limit {limit:.4g})"
@@ -311,11 +342,17 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
                         bar.set_postfix(loss=f"{loss_val:.3f}", mfu=fmt_mfu(rec["mfu"]), refresh=False)
                 if status == "diverged":
                     break
+                mark = time.perf_counter()  # evaluation and logging stay out of the throughput
             if bar is not None:
                 bar.update(1)
             if done in spec.branch_steps:  # a trunk keeps a checkpoint where each of its forks branches off
+                sync(run.device)
+                clock(done)
+                if run.scaler is not None:
+                    loop["grad_scaler"] = run.scaler.state_dict()
                 save_checkpoint(run.run_dir, done, run.model, run.opt, spec, loop | {"elapsed": time.perf_counter() - t0},
                                 cfg.keep_last, dist.main, run.sharded, branch=True)
+                mark = time.perf_counter()  # checkpoints stay out of the throughput
 
             # checkpoint when due or signalled; with several ranks they agree at log steps only (one sync there)
             if not last and (dist.world == 1 or done % cfg.log_every == 0):
@@ -324,9 +361,13 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
                 if dist.world > 1:
                     flags = all_reduce(torch.tensor(flags, dtype=torch.float32, device=run.device), dist, max_op()).tolist()
                 if any(flags):
+                    sync(run.device)
+                    clock(done)
                     loop["elapsed"] = time.perf_counter() - t0
+                    if run.scaler is not None:
+                        loop["grad_scaler"] = run.scaler.state_dict()
                     save_checkpoint(run.run_dir, done, run.model, run.opt, spec, loop, cfg.keep_last, dist.main, run.sharded)
-                    last_ckpt = time.perf_counter()
+                    last_ckpt = mark = time.perf_counter()
                     if flags[0]:
                         if bar is not None:
                             bar.close()
@@ -339,11 +380,20 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
     return status, error, done
 
 
+def throughput(loop: dict, steps_this_attempt: int) -> float:
+    """Optimizer steps per second over the timed steps (all but each attempt's first); before there are any,
+    the first step's own rate (so the first log line of a run includes its warm-up)."""
+    if loop["timed_steps"]:
+        return loop["timed_steps"] / max(loop["train_s"], 1e-9)
+    return steps_this_attempt / max(loop["compile_s"], 1e-9)
+
+
+
 def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunResult:
     """The run's result record and final weights (rank 0 writes them); checkpoints go unless kept."""
     spec, r, dist = run.spec, run.spec.recipe, run.dist
     wall = run.loop["elapsed"]
-    fps = steps_done * run.flops_per_step / wall
+    steps_per_s = throughput(run.loop, steps_done - run.start)
     m = run.data.manifest
     result = RunResult(
         run_id=spec.run_id, status=status, kind=spec.kind, error=error, budget=spec.budget,
@@ -354,9 +404,10 @@ def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunR
         epochs=steps_done * r.tokens_per_step / run.data.train_tokens,  # passes over the training shard
         final_train_loss=run.loop["smooth"],
         final_val_loss=last_val_loss(run.run_dir) if status == "done" and dist.main else None,
-        wall_time_s=wall, tok_per_s=steps_done * r.tokens_per_step / wall, flops_per_s=fps,
-        mfu=mfu(fps, run.peak, dist.world), device=device_name(run.device), world_size=dist.world,
-        precision="bf16" if run.bf16 else "fp32", compiled=run.compiled, spec=spec.to_dict(),
+        wall_time_s=wall, compile_s=run.loop["compile_s"], tok_per_s=steps_per_s * r.tokens_per_step,
+        flops_per_s=steps_per_s * run.flops_per_step, mfu=mfu(steps_per_s * run.matmul_flops_per_step, run.peak, dist.world),
+        device=device_name(run.device), world_size=dist.world, precision=run.precision, compiled=run.compiled,
+        spec=spec.to_dict(),
         data={"path": str(run.data.path), "source": m.get("source"), "tokenizer": m.get("tokenizer"),
               "train_tokens": run.data.train_tokens},
         bytes_per_token=m.get("bytes_per_token"), tokenizer_dir=run.data.tokenizer_dir, versions=versions())
@@ -390,18 +441,20 @@ def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tra
 def evaluate(run: Run) -> float:
     """Mean loss over fixed held-out windows; ranks split the windows and sum."""
     dist, spec = run.dist, run.spec
-    run.net.eval()
+    # eager (run.model, not the compiled run.net): eval mode and the last, shorter batch would make torch.compile
+    # compile twice more for a few forward passes; evaluation is timed out of the throughput anyway
+    run.model.eval()
     # FSDP needs every rank in every forward (all-gathers), so there each rank evaluates all batches
     shard = dist.world > 1 and run.cfg.parallel != "fsdp"
     sums = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of per-window mean losses, windows)
     for i, (x, y) in enumerate(run.data.val_batches(spec.recipe.seq_len, spec.recipe.batch_size, run.cfg.eval_tokens)):
         if shard and i % dist.world != dist.rank:
             continue
-        with autocast(run.device, run.bf16):
-            loss = run.net(to_device(x, run.device), to_device(y, run.device))
+        with autocast(run.device, run.precision):
+            loss = run.model(to_device(x, run.device), to_device(y, run.device))
         sums[0] += loss.double() * x.shape[0]
         sums[1] += x.shape[0]
-    run.net.train()
+    run.model.train()
     if shard:
         sums = all_reduce(sums, dist)
     return (sums[0] / sums[1]).item()

@@ -152,6 +152,7 @@ class IsoFLOPSweeper(Sweeper):
         # imported here so that Hydra's plugin discovery stays cheap
         from analysis.refine import refine_centres
         from sweep.config import check_known_keys, identity, section
+        from sweep.cost import describe, plan_precision, run_cost
         from sweep.job import make_plan
         from sweep.plan import RunSpec, format_plan, no_feasible_runs, smallest_budget
         from sweep.rundir import (SWEEP_LOCK, check_identity, fault_point, finished, read_plan_dicts, remove_stale_temps,
@@ -173,7 +174,7 @@ class IsoFLOPSweeper(Sweeper):
         check_identity(sweep_dir, ident, defaults, launch.allow_config_change)  # again under the lock below
         centres = refine_centres(sweep_dir) if launch.refine else None
         extra = self._scan_extensions(sweep_dir) if cfg.sweep.mode == "lr_scan" else None
-        specs, dropped, data_path = make_plan(cfg, centres=centres, extra_lrs=extra)
+        specs, dropped, data_path = make_plan(cfg, centres=centres, extra_lrs=extra, dry_run=launch.dry_run)
         if centres:
             # a refined sweep keeps the first pass's runs and adds the re-centred ones
             print("refined grid centres: " + ", ".join(f"C={c:.3g}: N={n:.3g}" for c, n in sorted(centres.items())))
@@ -184,7 +185,15 @@ class IsoFLOPSweeper(Sweeper):
         if not quiet:
             kind = "LR scan" if cfg.sweep.mode == "lr_scan" else "isoFLOP sweep"
             print(f"{kind} '{cfg.sweep.name}' -> {sweep_dir}  (data: {data_path})")
-            print(format_plan(specs, dropped, launch.assumed_flops_per_s))
+            if not (Path(data_path) / "manifest.json").exists():  # a dry run planned with the assumed sizes
+                print(f"data not prepared: planned with {cfg.data.assumed_train_tokens:.4g} training tokens "
+                      f"(data.assumed_train_tokens) and the vocab of data.tokenizer / data.assumed_vocab_size; nothing downloaded")
+            trainer = section(cfg, "trainer")
+            precision = plan_precision(trainer.precision, trainer.device, launch.device)
+            costs = [run_cost(s, trainer.micro_batch_size, precision, launch.device, launch.assumed_mfu, trainer.parallel,
+                              launch.gpus_per_run) for s in specs]
+            note = describe(launch.device, launch.assumed_mfu, launch.gpus_per_run, trainer.parallel)
+            print(format_plan(specs, dropped, launch.assumed_flops_per_s, costs, note))
         if launch.dry_run:
             return None
         if not specs:

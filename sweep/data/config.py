@@ -31,13 +31,18 @@ class DataConfig:
     progress: bool = True  # tqdm bars for reading, tokenizing and writing
     out: Optional[str] = None  # data directory; None = data_cache/<source>-<hash of this config>
     seed: int = 0  # the selection shuffle's seed
+    # Only for a dry run before the data is prepared (prepared data replaces both): the training tokens and the
+    # vocab size to plan with (vocab 0 = from a bpe:<vocab> tokenizer or a local tokenizer folder); 0 = unknown.
+    assumed_train_tokens: float = 0
+    assumed_vocab_size: int = 0
 
     def __post_init__(self):
         validate(self)
 
 
-# fields that do not change the data; everything else is part of the config hash (and of a sweep's identity)
-NOT_HASHED = ("out", "num_proc", "progress")
+# fields that do not change the data; everything else is part of the config hash (and of a sweep's identity).
+# The assumed_* sizes only stand in for the data in a dry run before it exists, so they are not what is trained.
+NOT_HASHED = ("out", "num_proc", "progress", "assumed_train_tokens", "assumed_vocab_size")
 
 
 def validate(cfg: DataConfig) -> None:
@@ -50,6 +55,8 @@ def validate(cfg: DataConfig) -> None:
         raise ValueError(f"data.max_tokens and data.max_docs must be >= 0 (0 = no limit), got {cfg.max_tokens}, {cfg.max_docs}")
     if cfg.shuffle_buffer is not None and cfg.shuffle_buffer < 0:
         raise ValueError(f"data.shuffle_buffer must be >= 0 (0 = no shuffle) or null, got {cfg.shuffle_buffer}")
+    if cfg.assumed_train_tokens < 0 or cfg.assumed_vocab_size < 0:
+        raise ValueError("data.assumed_train_tokens and data.assumed_vocab_size must be >= 0 (0 = unknown)")
     if cfg.max_shard_tokens < 1 or cfg.tokenizer_train_bytes < 1 or cfg.num_proc < 0:
         raise ValueError("data.max_shard_tokens and data.tokenizer_train_bytes must be >= 1 and data.num_proc >= 0")
     if (cfg.languages or cfg.licenses) and cfg.source != "github_code":

@@ -111,11 +111,13 @@ class TokenData:
             self._perm_cache[key] = np.random.default_rng([seed, epoch]).permutation(n)
         return self._perm_cache[key]
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int,
+                    rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets (int64, (B, T)) of optimizer step ``step``: a pure function of (seed, step).
 
         The training windows are visited in a seeded random order, epoch after epoch; sample j of step k
-        is the (k·B + j)-th window of that sequence.
+        is the (k·B + j)-th window of that sequence.  ``rows`` picks samples of the batch (a data-parallel
+        rank's share, e.g. ``slice(r * B // W, (r + 1) * B // W)``): only their windows are read.
         """
         n = self.n_windows("train", seq_len)
         if n < 1:
@@ -126,10 +128,11 @@ class TokenData:
             warnings.warn(f"step {step} reads epoch {last / n:.2f} of the training data (> {self.max_epochs} epochs: "
                           "repeated tokens lose value, Muennighoff et al. 2023); prepare more data or lower the budget",
                           RuntimeWarning, stacklevel=2)
-        idx = np.empty(batch_size, dtype=np.int64)
-        for j in range(batch_size):
-            i = step * batch_size + j
-            idx[j] = self._order(seed, i // n, n)[i % n]
+        i = step * batch_size + np.arange(batch_size, dtype=np.int64)[rows]  # positions in the window sequence
+        idx = np.empty(len(i), dtype=np.int64)
+        for epoch in np.unique(i // n):  # one epoch, or two where the batch crosses an epoch boundary
+            here = i // n == epoch
+            idx[here] = self._order(seed, int(epoch), n)[i[here] % n]
         return self._gather("train", idx, seq_len)
 
     def val_batches(self, seq_len: int, batch_size: int, max_tokens: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

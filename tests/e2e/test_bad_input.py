@@ -25,6 +25,8 @@ CASES = {
     "recipe.batch_size=abc": "could not be converted to Integer",
     "recipe.batch_size=0": "recipe.batch_size must be >= 1",
     "sweep.seeds=0": "sweep.seeds must be >= 1",
+    "launch.device=V100": "launch.device='V100' is not in the peak table; use H100",
+    "launch.assumed_mfu=2": "launch.assumed_mfu must be in (0, 1]",
 }
 
 

@@ -41,6 +41,43 @@ def test_dry_run_prints_plan_and_trains_nothing(tmp_path, corpus_dir, run_app, c
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("C*"))
 
 
+def test_chinchilla_appc_dry_run_plans_without_data(tmp_path, run_app, capsys, monkeypatch):
+    """The seed figure's grid: its dry run prints every run with memory, GPU-hours and epochs over the configured
+    data, from the assumed data size and the bpe vocab alone: nothing is prepared, downloaded or created."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download would fail
+    run_app("+experiment=chinchilla_appc", "launch.dry_run=true",
+            f"data.out={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'out'}")
+    out = capsys.readouterr().out
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
+    assert "data not prepared: planned with 1.5e+11 training tokens" in out
+    head = next(l for l in out.splitlines() if l.startswith("run id"))
+    assert all(col in head for col in ("epochs", "mem/GPU", "fits?", "GPU-h"))
+    rows = [l.split() for l in out.splitlines() if l.startswith("C") and "-N" in l.split()[0]]
+    assert {float(r[1]) for r in rows} == {1e19, 1e20, 6e20, 1e21} and len(rows) >= 30
+    for r in rows:  # run id, budget, params, shape (3 words), tokens, steps, lr, batch, beta2, warm, D/N, epochs, ...
+        tokens, epochs = float(r[6]), float(r[13])
+        assert epochs == pytest.approx(tokens / 1.5e11, abs=0.006)
+        assert r[-4] in ("GiB", "MiB") and float(r[-1].replace(",", "")) > 0  # memory (value, unit), micro, fits?, GPU-h
+    assert "GPU-hours in total" in out and "8 GPUs per run (fsdp); GPU-hours on H100 SXM" in out
+    assert all(r[-2] == "ok" for r in rows)  # the design fits: 8 H100s per run, FSDP, one sequence per micro-batch
+    run_app("+experiment=chinchilla_appc", "launch.dry_run=true", "launch.gpus_per_run=1", "trainer.micro_batch_size=4",
+            f"data.out={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'out'}")
+    one_gpu = [l.split() for l in capsys.readouterr().out.splitlines() if l.startswith("C1e+21-N")]
+    assert one_gpu[0][-2] == "ok" and one_gpu[-1][-2].startswith("fsdp>=")  # 11.6B params do not fit one H100
+
+
+def test_dry_run_of_unprepared_data_needs_a_known_vocab(tmp_path, run_app, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = ["+experiment=chinchilla_appc", "launch.dry_run=true", "data.tokenizer=gpt2", f"data.out={tmp_path / 'data'}",
+            f"hydra.sweep.dir={tmp_path / 'out'}", "sweep.budgets=[1e19]"]
+    with pytest.raises(SystemExit):
+        run_app(*base)
+    assert "set data.assumed_vocab_size" in capsys.readouterr().err
+    run_app(*base, "data.assumed_vocab_size=50257")  # gpt2's
+    out = capsys.readouterr().out
+    assert "C1e+19-N" in out and not (tmp_path / "data").exists()
+
+
 def test_multirun_trains_grid_fits_and_resumes(tmp_path, corpus_dir, run_app):
     run_app(*tiny(tmp_path, corpus_dir))
     out = tmp_path / "out"

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.transformer import ModelConfig, Transformer, pad_vocab
+from models.transformer import ModelConfig, Transformer, pad_vocab, rope_tables
 
 
 def small(**overrides) -> ModelConfig:
@@ -161,3 +161,27 @@ def test_init_scales_residual_projections():
     assert abs(model.layers[0].attention.wq.weight.std().item() - 0.02) < 0.002
     assert abs(model.layers[0].feed_forward.w2.weight.std().item() - 0.02 / 4) < 0.0005  # 1/sqrt(2*8)
     assert torch.all(model.norm.weight == 1)
+
+
+def test_init_is_a_function_of_seed_and_name_only():
+    """A meta-device model materialised and reset equals one built directly, parameter by parameter; the value
+    of each parameter depends on (seed, name) alone: not on the global RNG or on the other parameters."""
+    for cfg in (small(n_kv_heads=2), small(tie_embeddings=True)):
+        direct = Transformer(cfg, seed=3).state_dict()
+        torch.manual_seed(123)  # the global RNG plays no part
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        assert all(p.is_meta for p in model.parameters())  # nothing allocated yet
+        model.to_empty(device="cpu").reset_parameters(3)
+        assert set(model.state_dict()) == set(direct)
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, direct[k]), k
+        assert torch.equal(model.rope_cos, rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)[0])
+        if cfg.tie_embeddings:  # Module.to_empty alone would untie them
+            assert model.output.weight is model.tok_embeddings.weight
+        other = Transformer(cfg, seed=4)
+        assert not torch.equal(other.layers[0].attention.wq.weight, model.layers[0].attention.wq.weight)
+        # two parameters of one shape draw from different generators
+        assert not torch.equal(model.layers[0].feed_forward.w1.weight, model.layers[0].feed_forward.w3.weight)
+        assert torch.equal(Transformer(small(n_layers=3), seed=3).layers[0].attention.wq.weight,
+                           Transformer(small(n_layers=3, vocab_size=200), seed=3).layers[0].attention.wq.weight)

@@ -79,6 +79,28 @@ def test_an_epoch_visits_every_window_once(prepared):
     assert sorted(seen.tolist()) == sorted(starts.tolist())
 
 
+def test_each_rank_reads_only_its_rows(prepared):
+    """Data-parallel ranks ask for their slice of the global batch and read only those windows; together they
+    are the whole batch, also across an epoch boundary (sample j of step k = window (k·B + j) of the order)."""
+    _, path = prepared
+    d = TokenData(path)
+    T, B, world = 32, 8, 2
+    n = d.n_windows("train", T)
+    read = []
+    window = d.window
+    d.window = lambda split, w, seq_len: read.append(w) or window(split, w, seq_len)  # records, then reads
+    for step in (3, n // B):  # the second batch crosses from epoch 0 into epoch 1 (n is not a multiple of 8)
+        assert (n // B) * B < n < (n // B + 1) * B
+        want = [int(np.random.default_rng([1, i // n]).permutation(n)[i % n]) for i in range(step * B, (step + 1) * B)]
+        full_x, full_y = d.train_batch(step, B, T, seed=1)
+        for r in range(world):
+            rows = slice(r * B // world, (r + 1) * B // world)
+            read.clear()
+            x, y = d.train_batch(step, B, T, seed=1, rows=rows)
+            assert read == want[rows]  # only this rank's windows, in order
+            assert np.array_equal(x, full_x[rows]) and np.array_equal(y, full_y[rows])
+
+
 def test_corrupt_shard_is_detected(tmp_path, prepared):
     import shutil
 

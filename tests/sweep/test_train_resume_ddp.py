@@ -8,13 +8,15 @@ import sys
 import pytest
 import torch
 
+from models.flops import param_counts
 from models.ladder import LadderConfig
+from models.transformer import ModelConfig, Transformer
 from sweep.data import TokenData
 from sweep.plan import SweepConfig, plan
 from sweep.recipe import RecipeConfig
-from sweep.device import PEAK_BF16_FLOPS, fmt_mfu, mfu, peak_flops_per_s
+from sweep.device import PEAK_BF16_FLOPS, fmt_mfu, mfu, peak_flops_per_s, pick_precision
 from sweep.rundir import checkpoint_paths
-from sweep.train import TrainerConfig, train
+from sweep.train import TrainerConfig, finish, run_loop, setup, step, train
 
 from helpers import REPO
 
@@ -111,6 +113,15 @@ def test_compiled_cpu_path_matches_eager(tmp_path, prepared):
     compiled = train(spec, TrainerConfig(**base, compile=True), data, tmp_path / "compiled")
     assert compiled.compiled and not eager.compiled
     assert compiled.final_val_loss == pytest.approx(eager.final_val_loss, rel=1e-3)
+    # compilation is timed apart (compile_s) and kept out of tok/s: the steps tok/s describes (all but the
+    # first) and compile_s fit in the wall time, and compiling took far longer than a compiled step
+    tps = spec.recipe.tokens_per_step
+    for res in (eager, compiled):
+        step_s = tps / res.tok_per_s
+        assert res.compile_s > 0 and (res.steps - 1) * step_s + res.compile_s <= res.wall_time_s
+        assert json.loads((tmp_path / ("compiled" if res.compiled else "eager") / "result.json").read_text())["compile_s"] == res.compile_s
+    assert compiled.compile_s > 10 * tps / compiled.tok_per_s
+    assert compiled.tok_per_s > compiled.tokens / compiled.wall_time_s  # what tok/s was before: compile inside
 
 
 def test_bf16_autocast_on_cpu(tmp_path, prepared):
@@ -122,6 +133,61 @@ def test_bf16_autocast_on_cpu(tmp_path, prepared):
     assert bf16.precision == "bf16" and fp32.precision == "fp32"
     assert bf16.final_val_loss != fp32.final_val_loss  # really ran in lower precision
     assert bf16.final_val_loss == pytest.approx(fp32.final_val_loss, rel=0.03)
+
+
+def test_precision_choice_follows_the_capability_check():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    native, emulated = (lambda d: True), (lambda d: False)
+    assert pick_precision("auto", cuda, native) == "bf16"
+    assert pick_precision("auto", cuda, emulated) == "fp16"  # V100, T4: fp16 tensor cores + GradScaler
+    assert pick_precision("fp16", cuda, native) == "fp16" and pick_precision("fp32", cuda, emulated) == "fp32"
+    with pytest.raises(ValueError, match="no native bf16.*trainer.precision=auto"):
+        pick_precision("bf16", cuda, emulated)
+
+    def never(d):
+        raise AssertionError("the CUDA check is not asked off CUDA")
+
+    assert pick_precision("auto", cpu, never) == "fp32" and pick_precision("bf16", cpu, never) == "bf16"
+    with pytest.raises(ValueError, match="trainer.precision"):
+        TrainerConfig(precision="fp8")
+
+
+def test_fp16_with_grad_scaler_on_cpu(tmp_path, prepared):
+    """The fallback for cards without bf16, run for real on CPU: fp16 autocast, a GradScaler, the unscaled
+    gradients clipped; it trains like fp32, and the scaler's state survives a checkpoint."""
+    data = TokenData(prepared[1])
+    spec, _ = spec_file(tmp_path, budget=1e9)
+    base = dict(progress=False, eval_tokens=2048, eval_fractions=[], log_every=5)
+    fp32 = train(spec, TrainerConfig(**base), data, tmp_path / "fp32")
+    run = setup(spec, TrainerConfig(**base, precision="fp16", checkpoint_every_s=1e-9, keep_checkpoints=True),
+                data, tmp_path / "fp16")
+    assert isinstance(run.scaler, torch.amp.GradScaler) and run.scaler.is_enabled()
+    fp16 = finish(run, *run_loop(run))
+    assert fp16.precision == "fp16" and fp16.status == "done"
+    assert fp16.final_val_loss != fp32.final_val_loss  # really ran in lower precision
+    assert fp16.final_val_loss == pytest.approx(fp32.final_val_loss, rel=0.03)
+    ckpt = torch.load(checkpoint_paths(tmp_path / "fp16")[-1], weights_only=True)
+    assert ckpt["loop"]["grad_scaler"]["scale"] == run.scaler.get_scale() > 1
+
+
+def test_mfu_counts_matmul_flops_only(tmp_path, prepared):
+    """MFU's numerator is the matmul FLOPs, which is what FlopCounterMode sees in one real training step of the
+    trainer; the budget (and flops_per_s) keep the full Chinchilla count with embeddings and softmax."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = TokenData(prepared[1])
+    spec, _ = spec_file(tmp_path, budget=1e9)
+    run = setup(spec, TrainerConfig(progress=False, eval_tokens=2048, eval_fractions=[], log_every=5), data, tmp_path)
+    xb, yb = run.batch(0)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        step(run, xb, yb, 1e-3)
+    assert fc.get_total_flops() == run.matmul_flops_per_step < run.flops_per_step
+    run.peak = 1e12  # as if the CPU had a peak in the table
+    res = finish(run, *run_loop(run))
+    per_token = run.matmul_flops_per_step / spec.recipe.tokens_per_step
+    assert res.mfu == pytest.approx(res.tok_per_s * per_token / 1e12, rel=1e-9)
+    assert res.flops_per_s == pytest.approx(res.tok_per_s * spec.flops_per_token, rel=1e-9)
 
 
 def test_peak_table_and_mfu():
@@ -175,3 +241,60 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatc
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000005.pt"]  # no torn file
     ckpt = load_latest_checkpoint(tmp_path / "run", spec)
     assert ckpt["step"] == 5 and torch.equal(ckpt["model"]["w"], torch.ones(3))
+
+
+def test_fsdp_meta_init_equals_the_unsharded_init(tmp_path):
+    """FSDP2 builds on the meta device and each rank materialises only its shards; gathered, they are exactly
+    the parameters an unsharded model of the same seed starts with (uneven shards: vocab 97, GQA, untied)."""
+    cfg = ModelConfig(d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, vocab_size=97, seq_len=16)
+    out = tmp_path / "fsdp_init.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "tests" / "sweep" / "fsdp_init_worker.py"), json.dumps(cfg.to_dict()), "7", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = torch.load(out, weights_only=True)
+    want = Transformer(cfg, seed=7).state_dict()
+    assert set(got["state"]) == set(want)
+    for k, v in want.items():
+        assert torch.equal(got["state"][k], v), k
+    n = param_counts(cfg)["params"]
+    assert sum(got["local_numels"]) == n and max(got["local_numels"]) < 0.55 * n  # each rank holds about half
+
+
+@pytest.mark.slow
+def test_fsdp_run_killed_and_resumed_matches_one_process(tmp_path, prepared):
+    """A 2-rank FSDP2 run stopped by SIGTERM checkpoints (full state gathered), and resumes from it on the
+    sharded meta-device model: its loss curve is the single process's."""
+    spec, sp = spec_file(tmp_path)
+    one = run_cli(sp, prepared[1], tmp_path / "one", TRAINER)
+    assert one.returncode == 0, one.stderr
+    trainer = {**TRAINER, "parallel": "fsdp", "checkpoint_every_s": 0}
+    first = run_cli(sp, prepared[1], tmp_path / "two", trainer, {"SCALING_SWEEP_FAULT": step_fault("SIGTERM@6")}, torchrun=2)
+    assert first.returncode != 0 and checkpoint_paths(tmp_path / "two"), first.stderr
+    assert not (tmp_path / "two" / "result.json").exists()
+    resumed = run_cli(sp, prepared[1], tmp_path / "two", trainer, torchrun=2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step 6" in resumed.stderr
+    a, b = curve(tmp_path / "one"), curve(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp_mixed_precision_matches_one_process(tmp_path, prepared):
+    """FSDP2 in 16 bits (blocks all-gathered in fp16, gradients reduced in fp32, the sharded GradScaler; bf16
+    takes the same path with another dtype) follows the single process's autocast run within 16-bit rounding."""
+    precision = "fp16"
+    spec, sp = spec_file(tmp_path)
+    trainer = {**TRAINER, "precision": precision}
+    one = run_cli(sp, prepared[1], tmp_path / "one", trainer)
+    assert one.returncode == 0, one.stderr
+    two = run_cli(sp, prepared[1], tmp_path / "two", {**trainer, "parallel": "fsdp"}, torchrun=2)
+    assert two.returncode == 0, two.stderr + two.stdout
+    a, b = curve(tmp_path / "one"), curve(tmp_path / "two")
+    assert len(a) == len(b) > 3
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=2**-8)  # one rounding step of bf16 (fp16's is 2^-11)
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["precision"] == precision
