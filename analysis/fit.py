@@ -293,6 +293,7 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
     if out["approach2_bias"]:
         warnings += out["approach2_bias"]["warnings"]
     out["warnings"] = warnings
+    out["compute_axis"] = axis.to_json()  # now: the allocations may have extended a ladder past its widest rung
     plot["boots"] = boots
     plot["axis"] = axis
     out["_plot"] = plot
