@@ -52,14 +52,23 @@ def profile_label(budgets, labels: np.ndarray, budget: float) -> int:
     return int(labels[np.argmin(np.abs(np.asarray(budgets, dtype=float) - budget))])
 
 
-def _power_law(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
-    """Least squares log10 y = slope * log10 C + intercept."""
-    slope, intercept = np.polyfit(log_c, log_y, 1)
+def _power_law(log_c: np.ndarray, log_y: np.ndarray, se=None) -> tuple[float, float]:
+    """Least squares log10 y = slope * log10 C + intercept; weighted by 1/se² when the points' standard errors
+    are given."""
+    slope, intercept = np.polyfit(log_c, log_y, 1, w=None if se is None else 1.0 / np.asarray(se))
     return float(slope), float(intercept)
 
 
-def _parabola(x, y) -> tuple[float, float, float]:
-    return tuple(float(c) for c in np.polyfit(x, y, 2))
+def _parabola(x, y, sigma=None):
+    """Coefficients (c2, c1, c0) of y ≈ c2·x² + c1·x + c0; with per-point noise SDs sigma, weighted least squares
+    (weights 1/σ²) and also the standard error of the vertex x* = −c1/(2c2) by the delta method,
+    var x* = g Cov gᵀ with g = (c1/(2c2²), −1/(2c2), 0) and Cov = (Xᵀ W X)⁻¹ (σ known, so unscaled)."""
+    if sigma is None:
+        return tuple(float(c) for c in np.polyfit(x, y, 2)), None
+    coef, cov = np.polyfit(x, y, 2, w=1.0 / np.asarray(sigma), cov="unscaled")
+    c2, c1, _ = coef
+    g = np.array([c1 / (2 * c2 * c2), -1 / (2 * c2), 0.0])
+    return tuple(float(c) for c in coef), float(np.sqrt(max(g @ cov @ g, 0.0)))
 
 
 def _check_inputs(budgets, params, tokens, losses):
@@ -87,11 +96,14 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def fit_approach2(budgets, params, tokens, losses) -> dict:
+def fit_approach2(budgets, params, tokens, losses, sigma=None) -> dict:
     """Fit Approach 2 to isoFLOP runs.
 
     budgets, params, tokens, losses: array-likes of equal length, one entry per run (C in FLOPs,
     N parameters, D training tokens, final loss).  tokens may be None, meaning D = C/(6N).
+    sigma: None, or each run's noise SD (from seed repeats, analysis.noise): the parabolas are then weighted
+    least squares (1/σ²), each vertex gets a standard error (vertex_se in log10 units), and the power laws
+    through the vertices are weighted by 1/se², so a budget whose minimum is pinned down counts for more.
 
     Per budget (≥ 3 distinct sizes) parabolas L = c2·x² + c1·x + c0 are fitted in x = log10 N and
     in x = log10 D; budgets where either has no minimum (c2 ≤ 0) are dropped with a reason.  A
@@ -111,8 +123,11 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
     """
     budgets, params, tokens, losses = _check_inputs(budgets, params, tokens, losses)
     n = len(budgets)
+    sig = None if sigma is None else np.asarray(sigma, dtype=float).ravel()
+    if sig is not None and not (len(sig) == n and np.all(np.isfinite(sig) & (sig > 0))):
+        raise ValueError("sigma must give a positive noise SD for every run")
     labels = group_budgets(budgets)
-    used, parabolas, parabolas_d, dropped, warnings = [], [], [], [], []
+    used, parabolas, parabolas_d, dropped, warnings, ses = [], [], [], [], [], []
     for g in range(labels.max() + 1 if n else 0):
         sel = labels == g
         budget = float(np.mean(budgets[sel]))
@@ -123,8 +138,9 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
             dropped.append({"budget": budget,
                             "reason": f"only {n_sizes} distinct model size(s); a parabola needs >= {MIN_SIZES}"})
             continue
-        c2, c1, c0 = _parabola(x, losses[sel])
-        d2, d1, d0 = _parabola(xd, losses[sel])
+        s_g = None if sig is None else sig[sel]
+        (c2, c1, c0), se_n = _parabola(x, losses[sel], s_g)
+        (d2, d1, d0), se_d = _parabola(xd, losses[sel], s_g)
         if c2 <= 0 or d2 <= 0:
             which = "log N" if c2 <= 0 else "log D"
             dropped.append({"budget": budget,
@@ -144,6 +160,9 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
                           "inside_grid": bool(lo <= x_opt <= hi), "x_range": [lo, hi]})
         parabolas_d.append({"budget": budget, "coeffs": [d2, d1, d0], "n_points": int(sel.sum()),
                             "inside_grid": bool(lod <= xd_opt <= hid), "x_range": [lod, hid]})
+        if sig is not None:
+            parabolas[-1]["vertex_se"], parabolas_d[-1]["vertex_se"] = se_n, se_d
+            ses.append((se_n, se_d))
         for sym, v, a_, b_ in (("N_opt", x_opt, lo, hi), ("D_opt", xd_opt, lod, hid)):
             if not a_ <= v <= b_:
                 warnings.append(f"budget {_fmt(budget)}: {sym} = {_fmt(10 ** v)} lies outside the grid "
@@ -161,9 +180,11 @@ def fit_approach2(budgets, params, tokens, losses) -> dict:
         )
 
     c, n_opt, d_opt, l_opt, d_at_n = (np.array(col) for col in zip(*used))
-    a, a0 = _power_law(np.log10(c), np.log10(n_opt))
-    b, b0 = _power_law(np.log10(c), np.log10(d_opt))
+    se_n, se_d = (np.maximum(np.array(col), 1e-12) for col in zip(*ses)) if ses else (None, None)
+    a, a0 = _power_law(np.log10(c), np.log10(n_opt), se_n)
+    b, b0 = _power_law(np.log10(c), np.log10(d_opt), se_d)
     return {
+        "weighted": sig is not None,
         "a": a,
         "a_intercept": a0,
         "b": b,
@@ -198,21 +219,62 @@ def predict(fit: dict, C):
 
 
 def _vertices(x: np.ndarray, y: np.ndarray, w: np.ndarray):
-    """Weighted parabola y ≈ c2·x² + c1·x + c0 for each row of weights w (B, n); returns the
-    vertex x (B,) and whether it exists (≥ 3 distinct x with weight, c2 > 0)."""
+    """Weighted parabolas y ≈ c2·x² + c1·x + c0, one per resample: y is (n,) or (B, n) (the losses, shared or
+    simulated per resample), w (n,) or (B, n) (bootstrap counts or 1/σ² weights).  Returns the vertex x (B,), the
+    parabola's value there (B,) and whether the vertex exists (≥ 3 distinct x with weight, c2 > 0)."""
+    y, w = np.asarray(y, dtype=float), np.asarray(w, dtype=float)
+    B = max(len(y) if y.ndim == 2 else 1, len(w) if w.ndim == 2 else 1)
+    y, w = np.broadcast_to(y, (B, len(x))), np.broadcast_to(w, (B, len(x)))
     xm = x.mean()
     u = x - xm  # centred for conditioning
     V = np.stack([u * u, u, np.ones_like(u)], 1)  # (n, 3)
     M = np.einsum("bn,ni,nj->bij", w, V, V)
-    r = np.einsum("bn,ni,n->bi", w, V, y)
-    distinct = np.array([len(np.unique(x[row > 0])) for row in w]) >= MIN_SIZES
+    r = np.einsum("bn,ni,bn->bi", w, V, y)
+    pattern = w > 0
+    distinct = np.array([len(np.unique(x[row])) for row in pattern]) >= MIN_SIZES
     M[~distinct] = np.eye(3)  # keep solve() well-posed; these rows are discarded
     coef = np.linalg.solve(M, r[..., None])[..., 0]
-    c2, c1 = coef[:, 0], coef[:, 1]
+    c2, c1, c0 = coef[:, 0], coef[:, 1], coef[:, 2]
     ok = distinct & (c2 > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = xm - c1 / (2 * np.where(ok, c2, 1.0))
-    return np.where(ok, v, np.nan), ok
+        c2s = np.where(ok, c2, 1.0)
+        v = xm - c1 / (2 * c2s)
+        val = c0 - c1 * c1 / (4 * c2s)  # the parabola's minimum (centred coordinates)
+    return np.where(ok, v, np.nan), np.where(ok, val, np.nan), ok
+
+
+def resampled_vertices(budgets, params, tokens, losses, weights) -> dict:
+    """Every isoFLOP profile's vertices for B resamples: losses (n,) or (B, n), weights (n,) or (B, n).
+
+    Returns {log_c (G,), xn, xd (log10 vertices in N and in D), l_opt (the N parabola's minimum), valid
+    (a minimum in both log N and log D), each (B, G)}."""
+    budgets, params, tokens, _ = _check_inputs(budgets, params, tokens, np.zeros(len(np.ravel(budgets))))
+    Y, W = np.asarray(losses, dtype=float), np.asarray(weights, dtype=float)
+    labels = group_budgets(budgets)
+    G = labels.max() + 1
+    B = max(len(Y) if Y.ndim == 2 else 1, len(W) if W.ndim == 2 else 1)
+    out = {"log_c": np.empty(G), "xn": np.full((B, G), np.nan), "xd": np.full((B, G), np.nan),
+           "l_opt": np.full((B, G), np.nan), "valid": np.zeros((B, G), dtype=bool)}
+    for g in range(G):
+        sel = labels == g
+        out["log_c"][g] = np.log10(np.mean(budgets[sel]))
+        y, w = Y[..., sel], W[..., sel]
+        vn, ln, okn = _vertices(np.log10(params[sel]), y, w)
+        vd, _, okd = _vertices(np.log10(tokens[sel]), y, w)
+        out["xn"][:, g], out["xd"][:, g], out["l_opt"][:, g], out["valid"][:, g] = vn, vd, ln, okn & okd
+    return out
+
+
+def vertex_lines(v: dict, se_n=None, se_d=None):
+    """(a, a0, b, b0, ok) per resample: the power laws through each resample's valid vertices, weighted by
+    1/se² when the vertices' standard errors (G,) are given."""
+    B, G = v["xn"].shape
+    xc = np.broadcast_to(v["log_c"], (B, G))
+    wn = None if se_n is None else np.broadcast_to(1.0 / np.asarray(se_n) ** 2, (B, G))
+    wd = None if se_d is None else np.broadcast_to(1.0 / np.asarray(se_d) ** 2, (B, G))
+    a, a0, ok_a = line_rows(xc, np.where(v["valid"], v["xn"], 0.0), v["valid"], wn)
+    b, b0, ok_b = line_rows(xc, np.where(v["valid"], v["xd"], 0.0), v["valid"], wd)
+    return a, a0, b, b0, ok_a & ok_b
 
 
 def bootstrap_approach2(budgets, params, tokens, losses, counts: np.ndarray):
@@ -222,24 +284,7 @@ def bootstrap_approach2(budgets, params, tokens, losses, counts: np.ndarray):
     A resample keeps the budgets that still have ≥ 3 distinct sizes and a minimum in both log N
     and log D, and is ok when at least 2 remain."""
     budgets, params, tokens, losses = _check_inputs(budgets, params, tokens, losses)
-    counts = np.asarray(counts, dtype=float)
-    labels = group_budgets(budgets)
-    G = labels.max() + 1
-    B = len(counts)
-    log_c = np.empty(G)
-    xn, xd = np.full((B, G), np.nan), np.full((B, G), np.nan)
-    valid = np.zeros((B, G), dtype=bool)
-    for g in range(G):
-        sel = labels == g
-        log_c[g] = np.log10(np.mean(budgets[sel]))
-        w = counts[:, sel]
-        vn, okn = _vertices(np.log10(params[sel]), losses[sel], w)
-        vd, okd = _vertices(np.log10(tokens[sel]), losses[sel], w)
-        xn[:, g], xd[:, g], valid[:, g] = vn, vd, okn & okd
-    xc = np.broadcast_to(log_c, (B, G))
-    a, a0, ok_a = line_rows(xc, np.where(valid, xn, 0.0), valid)
-    b, b0, ok_b = line_rows(xc, np.where(valid, xd, 0.0), valid)
-    return a, a0, b, b0, ok_a & ok_b
+    return vertex_lines(resampled_vertices(budgets, params, tokens, losses, np.asarray(counts, dtype=float)))
 
 
 # Run-to-run noise from repeated grid points (sweep.seeds > 1)

@@ -5,12 +5,15 @@ Epoch AI re-ran it (Besiroglu et al. 2024, "Chinchilla Scaling: A replication at
 
     min over (a, b, e, α, β) of  Σ_i Huber_δ( LSE(a − α ln N_i, b − β ln D_i, e) − ln L_i ),  δ = 1e-3
 
-with A = e^a, B = e^b, E = e^e, summed (not averaged) over runs, by L-BFGS started from every
-point of the grid α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1}, a, b ∈ {0, 5, …, 25}.  Minimising
-L(N, D) subject to C = 6ND gives (App. D.2)
+with A = e^a, B = e^b, E = e^e, summed (not averaged) over runs, by L-BFGS.  Chinchilla started it from every
+point of the grid α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1}, a, b ∈ {0, 5, …, 25} (method "grid"); by default it
+is started by variable projection (analysis.varpro, method "varpro"), which reaches the same minimum 2-5x faster
+(benchmarks/fit_validation.md).  Minimising L(N, D) subject to C = 6ND gives (App. D.2)
 
     G = (αA / (βB))^(1/(α+β)),   N_opt = G (C/6)^a,   D_opt = G⁻¹ (C/6)^b,
     a = β/(α+β),   b = α/(α+β).
+
+On the sweep's own FLOP count (C = fpt(N)·D, not 6ND) the allocation is analysis.compute.allocate.
 
 Speed (the bootstrap refits this 1,000 times): every fit here is one *batched* quasi-Newton run
 in numpy.  A batch row is (problem, start): the objective and its analytic gradient for all rows
@@ -18,7 +21,7 @@ are a handful of (rows × runs) array operations, and each row carries its own 5
 Hessian (BFGS; with 5 parameters a full matrix is cheaper than L-BFGS's history).  A bootstrap
 resample is the same data with multinomial counts as weights, so 1,000 resamples are one batch.
 
-Point estimate: the whole grid competes by successive halving.  The objective is evaluated at all
+Point estimate with method "grid": the whole grid competes by successive halving.  The objective is evaluated at all
 4,500 grid points; the best 10% run 10 quasi-Newton iterations; the best 20% of those run to
 convergence; the winner is polished with scipy's L-BFGS-B.  On the Epoch data this finds the same
 minimum as optimising all 4,500 starts fully (17 s) in about 0.3 s: 790 of the 4,500 starts reach
@@ -313,28 +316,44 @@ def predict_loss(fit: dict, N, D):
         return fit["E"] + fit["A"] / N ** fit["alpha"] + fit["B"] / D ** fit["beta"]
 
 
-def fit_approach3(N, D, L, *, delta: float = DELTA, grid: np.ndarray | None = None,
+METHODS = ("varpro", "grid")  # how the Huber fit is started: variable projection (default) or Chinchilla's grid
+DEFAULT_METHOD = "varpro"
+VARPRO_STARTS = 8  # grid points of the (alpha, beta) search that the Huber fit is polished from
+
+
+def fit_approach3(N, D, L, *, method: str = DEFAULT_METHOD, delta: float = DELTA, grid: np.ndarray | None = None,
                   halving: tuple = ((0, 0.1), (10, 0.2)), max_iter: int = 400, n_keep: int = 4) -> dict:
-    """Fit E + A/N^α + B/D^β by Chinchilla's objective from every point of its init grid.
+    """Fit E + A/N^α + B/D^β by Chinchilla's objective (Huber δ on log loss, L-BFGS).
 
     N, D, L: run parameters, tokens and final loss (equal-length array-likes).
-    halving: the successive-halving schedule over the grid, (iterations, fraction kept) per stage
-      (0 iterations: rank by the objective at the start); the survivors of the last stage run to
-      convergence (max_iter) and the best is polished.  halving=() optimises every grid point
-      fully (slow, for checking the schedule).
+    method: how the optimiser is started.
+      "varpro": variable projection (analysis.varpro): a grid over (α, β) with (E, A, B) solved by non-negative
+        least squares at each point; its VARPRO_STARTS best distinct points are polished on the Huber objective.
+      "grid": Chinchilla's 4,500-point grid over all five parameters (or `grid`), by successive halving:
+        halving is the schedule, (iterations, fraction kept) per stage (0 iterations: rank by the objective at
+        the start); the survivors run to convergence.  halving=() optimises every grid point fully (slow).
+    Either way the best end point is polished with scipy's L-BFGS-B.
 
-    Returns {E, A, B, alpha, beta, a, b, G, objective, n_runs, theta [a, b, e, α, β],
-    minima: up to n_keep distinct local minima [(theta, objective)], n_starts}.
+    Returns {E, A, B, alpha, beta, a, b, G (App. D.2's C = 6ND closed form), objective, n_runs, method,
+    theta [a, b, e, α, β], minima: up to n_keep distinct local minima [(theta, objective)], n_starts}.
     """
+    if method not in METHODS:
+        raise ValueError(f"Approach 3 method must be one of {', '.join(METHODS)}, got {method!r}")
     N, D, L = _check(N, D, L)
     why = approach3_skip_reason(N, D)
     if why:
         raise ValueError(why)
     problem = _Problem(np.log(N), np.log(D), np.log(L), delta=delta)
-    theta = init_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
-    n_starts = len(theta)
+    if method == "varpro":
+        from analysis import varpro
+
+        theta = varpro.starts(N, D, L, VARPRO_STARTS)
+        n_starts = len(varpro.ALPHA_GRID) * len(varpro.BETA_GRID)
+    else:
+        theta = init_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
+        n_starts = len(theta)
     prob = np.zeros(len(theta), dtype=int)
-    for iters, keep in halving:
+    for iters, keep in (halving if method == "grid" else ()):
         if iters:
             theta, f, _ = _bfgs(problem, theta, prob, iters)
         else:
@@ -367,6 +386,7 @@ def fit_approach3(N, D, L, *, delta: float = DELTA, grid: np.ndarray | None = No
         "theta": [float(v) for v in best],
         "minima": [{"theta": [float(v) for v in theta[i]], "objective": float(f[i])} for i in keep_idx],
         "n_starts": int(n_starts),
+        "method": method,
     })
     return out
 

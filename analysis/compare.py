@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.approach2 import fit_approach2, group_budgets
+from analysis.approach2 import fit_approach2
 from analysis.approach3 import predict_loss
+from analysis.compute import allocation_slopes
 
 # Chinchilla Table 2: approach → (a, b, a 10-90% interval, b 10-90% interval).
 TABLE2 = {
@@ -66,18 +67,41 @@ def agreement(result: dict) -> dict:
     return {"table": table, "warnings": warnings}
 
 
-def approach2_bias(budgets, params, tokens, fit2: dict | None, fit3: dict | None) -> dict | None:
+def surface_agrees(result: dict) -> bool | None:
+    """Whether Approach 3's surface agrees with Approaches 1 and 2: its a and b intervals overlap theirs.
+
+    None when it cannot be told (no Approach 3, no other approach, or no intervals: --bootstrap 0)."""
+    f3 = result.get("approach3")
+    others = [result[ap] for ap in ("approach1", "approach2") if result.get(ap)]
+    if not f3 or not others or not f3.get("ci"):
+        return None
+    for f in others:
+        for key in ("a", "b"):
+            mine, theirs = f3["ci"].get(key), (f.get("ci") or {}).get(key)
+            if not mine or not theirs:
+                return None
+            if mine[1] < theirs[0] or theirs[1] < mine[0]:
+                return False
+    return True
+
+
+def approach2_bias(budgets, params, tokens, fit2: dict | None, fit3: dict | None, axis=None,
+                   surface_agrees: bool | None = True) -> dict | None:
     """How far off Approach 2 is on this very grid, measured on the fitted Approach 3 surface.
 
     Open-Athena's point: a parabola misplaces the minimum of an asymmetric isoFLOP curve (α ≠ β),
     and the misplacement depends on where the grid sits around the optimum.  Here Approach 2 is
     re-run on noise-free losses L̂(N, D) from the Approach 3 fit at exactly the runs' (budget, N, D);
-    the surface's own compute-optimal exponents are known in closed form, so the difference is the
-    bias this grid alone causes.  Also reports each budget's vertex offset from its grid's centre.
+    the surface's own compute-optimal exponents on the sweep's compute axis (analysis.compute) are the
+    target, so the difference is the bias this grid alone causes.  Also reports each budget's vertex offset
+    from its grid's centre.
 
-    Returns {offsets, warnings} and, with an Approach 3 fit, {a_surface, b_surface (the surface's
-    true optima along these budgets' isoFLOP curves), a_approach2_on_surface, b_approach2_on_surface,
-    bias_a, bias_b}; None when there is no Approach 2 fit.
+    The measurement means something only if the surface describes these runs: the "biased on this grid"
+    warning is given when surface_agrees (Approach 3's a and b intervals overlap Approaches 1 and 2's); when
+    it disagrees, or that cannot be told, the warning says instead that the bias cannot be assessed.
+
+    Returns {offsets, warnings, assessable} and, with an Approach 3 fit, {a_surface, b_surface,
+    a_approach2_on_surface, b_approach2_on_surface, bias_a, bias_b}; None when there is no Approach 2 fit.
     """
     if fit2 is None:
         return None
@@ -88,64 +112,43 @@ def approach2_bias(budgets, params, tokens, fit2: dict | None, fit3: dict | None
         lo, hi = p["x_range"]
         x_opt = -p["coeffs"][1] / (2 * p["coeffs"][0])
         offsets.append(float((x_opt - (lo + hi) / 2) / max((hi - lo) / 2, 1e-12)))
-    out = {"offsets": offsets}
+    out = {"offsets": offsets, "assessable": bool(surface_agrees)}
     off = [(c, o) for c, o in zip(fit2["budgets"], offsets) if abs(o) > CENTRE_WARN]
-    if fit3 is not None and np.isfinite(fit3.get("a", np.nan)):
-        truth = _surface_optima(budgets, params, tokens, fit3)
+    if fit3 is not None and np.isfinite(fit3.get("G", np.nan)):
+        truth = allocation_slopes(fit3, fit2["budgets"], axis)
         try:
             sim = fit_approach2(budgets, params, tokens, predict_loss(fit3, params, tokens))
         except ValueError:
             sim = None
         if sim is not None and truth is not None:
-            a_true, b_true = truth
+            a_true, b_true = truth["a"], truth["b"]
             out.update({"a_surface": a_true, "b_surface": b_true,
                         "a_approach2_on_surface": sim["a"], "b_approach2_on_surface": sim["b"],
                         "bias_a": sim["a"] - a_true, "bias_b": sim["b"] - b_true})
-            if max(abs(out["bias_a"]), abs(out["bias_b"])) > BIAS_WARN:
+            big = max(abs(out["bias_a"]), abs(out["bias_b"])) > BIAS_WARN
+            if surface_agrees and big:
                 warnings.append(
                     f"Approach 2 is biased on this grid: on the fitted Approach 3 surface "
                     f"(alpha = {fit3['alpha']:.3f}, beta = {fit3['beta']:.3f}) it gives a = "
                     f"{sim['a']:.3f}, b = {sim['b']:.3f} where the surface's own optima give "
                     f"{a_true:.3f}, {b_true:.3f} (bias {out['bias_a']:+.3f}, {out['bias_b']:+.3f}); "
                     f"centre each budget's grid on its optimum or prefer Approach 3 (Open-Athena)")
+            elif surface_agrees is False or (surface_agrees is None and big):
+                why = ("its a and b intervals do not overlap those of Approaches 1 and 2" if surface_agrees is False
+                       else "there are no intervals to compare it with (--bootstrap 0)")
+                warnings.append(
+                    "Approach 2's bias on this grid cannot be assessed: the Approach 3 surface it would be measured "
+                    f"on is not known to describe these runs ({why})")
     if off:
         where = ", ".join(f"{c:.3g} ({o:+.2f})" for c, o in off)
         asym = ""
-        if fit3 is not None:
+        if fit3 is not None and surface_agrees:
             asym = f"; with alpha = {fit3['alpha']:.2f} vs beta = {fit3['beta']:.2f} the parabola vertex shifts"
         warnings.append(f"Approach 2 grid not centred on the optimum at budget(s) {where} "
                         f"(vertex offset as a share of the grid's half-width){asym}; "
                         f"re-centre those grids (Open-Athena: off-centre grids bias Approach 2 when alpha != beta)")
     out["warnings"] = warnings
     return out
-
-
-def _surface_optima(budgets, params, tokens, fit3: dict):
-    """(a, b) of the true optima of the fitted surface along each budget's own isoFLOP curve.
-
-    Each budget's curve is the line through its runs' (log N, log D) (exactly log D = log C/6 − log N
-    when D = C/(6N); close to it otherwise), so the answer matches what Approach 2 aims at on this
-    grid, FLOP convention included.  The minimum is found on a fine grid ±3 decades around the runs.
-    """
-    labels = group_budgets(budgets)
-    log_c, xn, xd = [], [], []
-    for g in range(labels.max() + 1):
-        sel = labels == g
-        x, y = np.log10(params[sel]), np.log10(tokens[sel])
-        if len(np.unique(x)) < 2:
-            continue
-        s, k = np.polyfit(x, y, 1)
-        u = np.linspace(x.min() - 3, x.max() + 3, 6001)
-        loss = predict_loss(fit3, 10.0 ** u, 10.0 ** (s * u + k))
-        i = int(np.argmin(loss))
-        if i in (0, len(u) - 1):
-            continue  # no interior minimum within ±3 decades
-        log_c.append(np.log10(np.mean(budgets[sel])))
-        xn.append(u[i])
-        xd.append(s * u[i] + k)
-    if len(log_c) < 2:
-        return None
-    return float(np.polyfit(log_c, xn, 1)[0]), float(np.polyfit(log_c, xd, 1)[0])
 
 
 def seeds_rows(result: dict, dataset: str | None = None) -> list[tuple[str, str, str]]:

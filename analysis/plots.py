@@ -8,7 +8,8 @@ envelope_figure: after Figure 2 (Approach 1): every run's smoothed training curv
   labelled "67B" / "1.5T"-style at each target.
 
 All axes are logarithmic.  The figure functions return the matplotlib Figure (tests inspect its
-axes and artists: gids "parabola", "minimum", "optima", "fit", "projection", "curve", "envelope");
+axes and artists: gids "parabola", "minimum", "optima", "fit", "projection", "curve", "envelope", and for a
+validation "held_out", "validation_pred", "validation_measured");
 figure_png renders one to PNG bytes and closes it.
 """
 
@@ -65,15 +66,22 @@ def _layout(fig, rows: int):
 
 
 def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, projections, title: str,
-                      size: float = 14):
-    """N_opt or D_opt against C: the points, the power law, and each projection labelled."""
+                      size: float = 14, axis=None, validation=None):
+    """N_opt or D_opt against C: the points, the fitted law, each projection labelled, and a validation's
+    prediction and measurement (own markers).  With a compute axis (analysis.compute) other than 6N, the D line
+    is C / fpt(N_opt(C)), the rule every projection uses."""
     exp = fit["a"] if which == "N" else fit["b"]
-    c_all = list(c_pts) + [p["flops"] for p in projections]
+    c_all = list(c_pts) + [p["flops"] for p in projections] + ([validation["budget"]] if validation else [])
     lo, hi = np.log10(min(c_all)) - C_PAD, np.log10(max(c_all)) + C_PAD
     c_line = np.logspace(lo, hi, 100)
-    line = predict(fit, c_line)[0 if which == "N" else 1]
     sym = "N_{opt}" if which == "N" else "D_{opt}"
-    ax.plot(c_line, line, color="black", lw=1, ls="--", gid="fit", label=rf"${sym} \propto C^{{{exp:.3f}}}$")
+    label = rf"${sym} \propto C^{{{exp:.3f}}}$"
+    if which == "D" and axis is not None and axis.source != "6ND":
+        line = axis.tokens(c_line, predict(fit, c_line)[0])
+        label = rf"$D_{{opt}} = C / fpt(N_{{opt}})$ (b = {exp:.3f})"
+    else:
+        line = predict(fit, c_line)[0 if which == "N" else 1]
+    ax.plot(c_line, line, color="black", lw=1, ls="--", gid="fit", label=label)
     ax.scatter(c_pts, y_pts, s=size, c=colours, edgecolors="black" if size > 20 else "none", zorder=3,
                gid="optima")
     ordered = sorted(projections, key=lambda q: q["flops"])
@@ -91,6 +99,8 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
         left = i % 2 == 0 or i == len(ordered) - 1
         ax.annotate(human(v), (p["flops"], v), textcoords="offset points", xytext=(-8, 8) if left else (8, -14),
                     ha="right" if left else "left", color="crimson", fontsize=10, fontweight="bold")
+    if validation:
+        _validation_markers(ax, validation, which)
     ax.set_xscale("log")
     ax.set_yscale("log")
     _decades(ax)
@@ -101,6 +111,26 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * abs(b)
+
+
+def _validation_markers(ax, v: dict, which: str):
+    """A validation (analysis.validation) on an N_opt or D_opt panel: the prediction as a crimson plus with its
+    interval, the measured optimum as a hollow diamond."""
+    c = v["budget"]
+    pred, ci, meas = v["pred"].get(which), v["pred"].get(f"{which}_ci"), v["measured"].get(which)
+    if pred is not None:
+        if ci and all(np.isfinite(ci)):
+            ax.errorbar([c], [pred], yerr=[[max(pred - ci[0], 0.0)], [max(ci[1] - pred, 0.0)]], fmt="none",
+                        ecolor="darkorange", capsize=3, lw=1)
+        ax.scatter([c], [pred], marker="P", s=110, color="darkorange", edgecolors="black", zorder=5,
+                   gid="validation_pred", label=f"{v['kind']}: predicted at {c:.3g}")
+    if meas is not None:
+        ax.scatter([c], [meas], marker="D", s=70, facecolors="none", edgecolors="black", linewidths=1.5, zorder=6,
+                   gid="validation_measured", label=f"{v['kind']}: measured")
+
+
 # ---------------------------------------------------------------------------------------------
 # Approach 2
 
@@ -108,10 +138,22 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
 def isoflop_panel(fit: dict, plot: dict) -> dict:
     """What one isoFLOP row needs, from a dataset's fit (fit.json part) and the fitter's plot data."""
     usable = plot["usable"]
+    v = fit.get("validation")
+    val = None
+    if v and v["budget"] is not None:
+        q = next((p["approach2"] for p in fit["projections"] if _same(p["flops"], v["budget"]) and p["approach2"]), None)
+        val = {"budget": v["budget"], "kind": v["kind"], "pred": q or {},
+               "measured": {"N": v["N_opt_measured"], "D": v["D_opt_measured"]}}
+    held = plot.get("held_out")
     return {"name": fit["dataset"], "budgets": np.array([r["budget"] for r in usable], dtype=float),
             "params": np.array(plot["N"], dtype=float), "losses": np.array([r["loss"] for r in usable]),
             "fit": fit["approach2"], "skipped": fit.get("approaches_skipped", {}).get("approach2"),
-            "projections": [{"flops": p["flops"], **p["approach2"]} for p in fit["projections"] if p["approach2"]]}
+            "axis": plot.get("axis"), "validation": val,
+            "held_out": None if not held else {"params": np.array(held["N"], dtype=float),
+                                               "losses": np.array([r["loss"] for r in held["runs"]]),
+                                               "budget": held["runs"][0]["budget"]},
+            "projections": [{"flops": p["flops"], **p["approach2"]} for p in fit["projections"]
+                            if p["approach2"] and not (val and _same(p["flops"], val["budget"]))]}
 
 
 def isoflop_figure(panels: list[dict]):
@@ -143,6 +185,10 @@ def _isoflop_row(axes, panel, show_name: bool):
         if not any(abs(np.log10(group_budget[g] / c)) < 1e-6 for c in fitted):
             label += " (dropped)"
         ax_l.scatter(params[sel], losses[sel], s=18, color=colours[g], label=label, gid="runs")
+    held = panel.get("held_out")
+    if held is not None:
+        ax_l.scatter(held["params"], held["losses"], s=26, facecolors="none", edgecolors="black", gid="held_out",
+                     label=f"{held['budget']:.3g} FLOPs (held out)")
     for p, c in zip(fit["parabolas"] if fit else [], fitted):
         x_opt = -p["coeffs"][1] / (2 * p["coeffs"][0])
         # reach an off-grid minimum, but at most MAX_REACH decades past the sizes run, so that one wild
@@ -180,10 +226,11 @@ def _isoflop_row(axes, panel, show_name: bool):
             ax.set_xlabel("FLOPs")
         return
     cols = [colour_of(c) for c in fitted]
+    extra = {"axis": panel.get("axis"), "validation": panel.get("validation")}
     _projection_panel(ax_n, fitted, fit["N_opt"], cols, fit, approach2.predict, "N", panel["projections"],
-                      "Approach 2: parameters", size=45)
+                      "Approach 2: parameters", size=45, **extra)
     _projection_panel(ax_d, fitted, fit["D_opt"], cols, fit, approach2.predict, "D", panel["projections"],
-                      "Approach 2: tokens", size=45)
+                      "Approach 2: tokens", size=45, **extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +238,7 @@ def _isoflop_row(axes, panel, show_name: bool):
 
 
 def envelope_panel(fit: dict, plot: dict) -> dict:
-    return {"name": fit["dataset"], "envelope": plot["envelope"], "fit": fit["approach1"],
+    return {"name": fit["dataset"], "envelope": plot["envelope"], "fit": fit["approach1"], "axis": plot.get("axis"),
             "projections": [{"flops": p["flops"], **p["approach1"]} for p in fit["projections"] if p["approach1"]]}
 
 
@@ -231,9 +278,9 @@ def _envelope_row(fig, axes, panel, show_name: bool):
     d_env = 10 ** env.log_d[win[g], g]
     cols = [cmap(norm(n)) for n in n_env]
     _projection_panel(ax_n, c_env, n_env, cols, fit, approach1.predict, "N", panel["projections"],
-                      "Approach 1: parameters")
+                      "Approach 1: parameters", axis=panel.get("axis"))
     _projection_panel(ax_d, c_env, d_env, cols, fit, approach1.predict, "D", panel["projections"],
-                      "Approach 1: tokens")
+                      "Approach 1: tokens", axis=panel.get("axis"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep.plan import spec_kind
-from sweep.rundir import RESULT_FILE, read_metrics, read_result
+from sweep.rundir import RESULT_FILE, read_config_section, read_metrics, read_result
 
 # The runs each approach fits, by kind (sweep/runid.py).  Approach 2's isoFLOP profiles are grid points and the
 # cooldown forks that stand for them; Approach 3 every finished model (horizons too); Approach 1 every training
@@ -57,6 +57,10 @@ ALIASES = {
     "run_id": ("run_id",),
     "status": ("status",),
     "kind": ("kind",),  # grid (a point of an isoFLOP profile) | horizon (an extra token horizon for Approach 1) | ...
+    "steps": ("steps",),
+    "flops_per_token": ("flops_per_token",),
+    "flops_convention": ("flops_convention",),
+    "dataset": ("dataset",),  # a file of several datasets (e.g. analysis's own results.csv): name=path picks one
 }
 FIX = "pass a sweep dir (with <run>/result.json files), a results CSV or a JSON list of records"
 CSV_COLUMNS = "params, loss, and tokens or flops, plus an optional budget"
@@ -85,9 +89,11 @@ def _positive(v) -> bool:
 
 
 def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non_embedding=None,
-             tokens=None, loss=None, bytes_per_token=None, kind="grid") -> dict:
-    budget, flops, params, pne, tokens, loss, bpt = (
-        _float(v) for v in (budget, flops, params, params_non_embedding, tokens, loss, bytes_per_token))
+             tokens=None, loss=None, bytes_per_token=None, kind="grid", steps=None, flops_per_token=None,
+             flops_convention=None, model=None) -> dict:
+    budget, flops, params, pne, tokens, loss, bpt, steps, fpt = (
+        _float(v) for v in (budget, flops, params, params_non_embedding, tokens, loss, bytes_per_token, steps,
+                            flops_per_token))
     if flops is None:
         flops = budget  # a table of isoFLOP runs gives the budget only
     derived = flops_derived = False
@@ -98,7 +104,11 @@ def make_row(run_id, status, *, budget=None, flops=None, params=None, params_non
     return {"run_id": str(run_id), "status": str(status), "budget": budget, "flops": flops,
             "params": params, "params_non_embedding": pne, "tokens": tokens, "tokens_derived": derived,
             "flops_derived": flops_derived, "loss": loss, "bytes_per_token": bpt if _positive(bpt) else None,
-            "kind": spec_kind({"kind": kind})}
+            "kind": spec_kind({"kind": kind}), "steps": steps,
+            # training FLOPs per token as the run counted them (analysis.compute builds the sweep's axis from it)
+            "flops_per_token": fpt if _positive(fpt) else None,
+            "flops_convention": str(flops_convention) if flops_convention else None,
+            "model": model if isinstance(model, dict) else None}
 
 
 def skip_reason(row: dict) -> str | None:
@@ -138,10 +148,14 @@ def _from_sweep_dir(path: Path) -> list[dict]:
             # The trainer writes atomically, so this is a copy gone wrong; report it as skipped.
             rows.append(make_row(f.parent.name, "unreadable"))
             continue
+        spec = rec.spec if isinstance(rec.spec, dict) else {}
+        recipe = spec.get("recipe") if isinstance(spec.get("recipe"), dict) else {}
         rows.append(make_row(
             rec.run_id or f.parent.name, rec.status, budget=rec.budget, flops=rec.flops, params=rec.params,
             params_non_embedding=rec.params_non_embedding, tokens=rec.tokens, loss=rec.final_val_loss,
-            bytes_per_token=rec.bytes_per_token, kind=rec.kind))
+            bytes_per_token=rec.bytes_per_token, kind=rec.kind, steps=rec.steps,
+            flops_per_token=spec.get("flops_per_token"),
+            flops_convention=rec.flops_convention or recipe.get("flops_convention"), model=spec.get("model")))
     if not rows:
         raise NoResultsError(f"no */{RESULT_FILE} under {path}; run the sweep first or {FIX}")
     return sorted(rows, key=lambda r: r["run_id"])
@@ -165,8 +179,11 @@ def _from_records(records: list[dict], path: Path) -> list[dict]:
         get = lambda f: rec.get(col[f]) if col[f] is not None else None  # noqa: E731
         rows.append(make_row(get("run_id") or f"row{i}", get("status") or "done",
                              **{f: get(f) for f in ("budget", "flops", "params", "params_non_embedding",
-                                                    "tokens", "loss", "bytes_per_token")},
+                                                    "tokens", "loss", "bytes_per_token", "steps",
+                                                    "flops_per_token", "flops_convention")},
                              kind=get("kind")))
+        if col["dataset"] is not None:
+            rows[-1]["dataset"] = str(get("dataset") or "")
     return rows
 
 
@@ -271,6 +288,7 @@ class Dataset:
     curves: dict[str, Curve] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     bytes_per_token: float | None = None
+    ladder: dict | None = None  # a sweep dir's `model` section (models.ladder.LadderConfig), from multirun.yaml
 
     @property
     def usable(self) -> list[dict]:
@@ -294,15 +312,29 @@ def parse_input(spec: str) -> tuple[str, Path]:
     return name, path
 
 
+def _one_dataset(rows: list[dict], path: Path, name: str) -> list[dict]:
+    """A file whose `dataset` column holds several datasets (analysis's own results.csv) gives the rows of the one
+    named like the input (name=path); ValueError naming the choices otherwise."""
+    labels = sorted({r.get("dataset") for r in rows if r.get("dataset")})
+    if len(labels) <= 1:
+        return rows
+    if name not in labels:
+        raise ValueError(f"{path} holds the datasets {', '.join(labels)} (its dataset column); "
+                         f"name the one to fit, e.g. {labels[0]}={path}")
+    return [r for r in rows if r.get("dataset") == name]
+
+
 def load_dataset(path, name: str | None = None) -> Dataset:
     """Rows, curves (sweep dirs only), notes and bytes per token of one input."""
     rows = load_results(path)
     path = Path(path)
     name = name or (path.resolve().name if path.is_dir() else path.stem)
+    rows = _one_dataset(rows, path, name)
     ds = Dataset(name=name, source=str(path), rows=rows)
     usable = ds.usable
     if path.is_dir():
         ds.curves = load_curves(path, rows)
+        ds.ladder = read_config_section(path, "model")
     n_derived = sum(r["tokens_derived"] for r in usable)
     if n_derived:
         ds.notes.append(f"{n_derived} of {len(usable)} runs have no token count: D = flops/(6·params) "

@@ -8,20 +8,22 @@ import numpy as np
 CI_LEVEL = 0.8  # Chinchilla Table 2 brackets are 10th/90th percentiles
 
 
-def line_rows(x: np.ndarray, y: np.ndarray, mask: np.ndarray):
-    """Least squares y = s·x + k over mask, independently for each row of (B, G) arrays.
+def line_rows(x: np.ndarray, y: np.ndarray, mask: np.ndarray, w: np.ndarray | None = None):
+    """Least squares y = s·x + k over mask, independently for each row of (B, G) arrays; weighted by w (B, G)
+    when given.
 
     Returns (s, k, ok); ok is False where fewer than 2 distinct x are selected."""
     x, y = np.broadcast_arrays(x, y)
-    m = mask.astype(float)
-    cnt = m.sum(1)
+    m = mask.astype(float) if w is None else np.where(mask, np.broadcast_to(w, mask.shape), 0.0)
+    cnt = mask.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (m * np.where(mask, x, 0.0)).sum(1) / cnt
-        my = (m * np.where(mask, y, 0.0)).sum(1) / cnt
+        sw = m.sum(1)
+        mx = (m * np.where(mask, x, 0.0)).sum(1) / sw
+        my = (m * np.where(mask, y, 0.0)).sum(1) / sw
         dx = np.where(mask, x - mx[:, None], 0.0)
         dy = np.where(mask, y - my[:, None], 0.0)
-        sxx = (dx * dx).sum(1)
-        s = (dx * dy).sum(1) / sxx
+        sxx = (m * dx * dx).sum(1)
+        s = (m * dx * dy).sum(1) / sxx
         k = my - s * mx
     ok = (cnt >= 2) & (sxx > 1e-300)
     return np.where(ok, s, np.nan), np.where(ok, k, np.nan), ok

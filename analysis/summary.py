@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from analysis.fit import result_fits
+from analysis.validation import summary_lines
 
 
 def _ci_str(ci, fmt="{:.3f}"):
@@ -28,7 +29,11 @@ def format_summary(result: dict) -> str:
             lines.append(f"  {label}: N_opt ~ C^{a}{_ci_str(ci.get('a'))}   D_opt ~ C^{b}{_ci_str(ci.get('b'))}")
             if name == "approach3":
                 lines.append(f"    E = {fit['E']:.4g}, A = {fit['A']:.4g}, B = {fit['B']:.4g}, "
-                             f"alpha = {fit['alpha']:.4f}, beta = {fit['beta']:.4f}")
+                             f"alpha = {fit['alpha']:.4f}, beta = {fit['beta']:.4f}"
+                             + (f"; on C = 6ND a = {fit['a_6ND']:.3f}" if "a_6ND" in fit else ""))
+            filt = (f.get("filters") or {}).get(name)
+            if filt and filt["dropped"]:
+                lines.append(f"    {filt['dropped']} runs left out by the filter, {filt['runs']} fitted")
         if f["approach2"]:
             fit = f["approach2"]
             lines.append(f"    {'budget':>9} {'N_opt':>10} {'D_opt':>10} {'L_opt':>8} {'runs':>5}  in grid")
@@ -49,6 +54,8 @@ def format_summary(result: dict) -> str:
                     parts.append(f"{name[-1]}: N {p['N']:.3g}{_ci_str(p.get('N_ci'), '{:.3g}')}, "
                                  f"D {p['D']:.3g}{_ci_str(p.get('D_ci'), '{:.3g}')}")
             lines.append(f"  at C = {proj['flops']:.3g}: " + "; ".join(parts))
+        if f.get("validation"):
+            lines += [f"  {line}" for line in summary_lines(f["validation"])]
         for w in f["warnings"]:
             lines.append(f"  WARNING {w}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Synthetic loss surfaces with known truth, for checking that Approach 3's intervals are calibrated.
 
 Used by tests/analysis/test_calibration.py and scripts/bench_fit.py.  A replicate draws noisy
-losses L = L_true(N, D) · exp(σ ε) on a fixed isoFLOP design, fits Approach 3 (full grid), bootstraps
+losses L = L_true(N, D) · exp(σ ε) on a fixed isoFLOP design, fits Approach 3 (its default start), bootstraps
 it, and records whether each interval covers the true value.  σ = 0.005 is the robust scale
 (1.4826 · MAD) of the log-loss residuals of the Epoch refit of Chinchilla's own data.
 """

@@ -46,7 +46,7 @@ def speed(args) -> None:
     t_fit, t_boot = [], {"dirichlet": [], "multinomial": []}
     for _ in range(args.repeat):
         t = time.perf_counter()
-        fit = approach3.fit_approach3(N, D, L)
+        fit = approach3.fit_approach3(N, D, L, method="grid")  # the start fit_speed.md records
         t_fit.append(time.perf_counter() - t)
         for scheme, draw in (("dirichlet", dirichlet_weights), ("multinomial", run_counts)):
             w = draw(np.random.default_rng(0), len(N), args.boot)

@@ -459,3 +459,23 @@ def check_identity(sweep_dir: Path, identity: dict, defaults: dict, allow_change
 
 def write_identity(sweep_dir: Path, identity: dict) -> None:
     write_json_atomic(Path(sweep_dir) / SWEEP_FILE, {"config": identity})
+
+
+# ---------------------------------------------------------------------------------------------
+# the composed config, read back (analysis needs the ladder that shaped the runs)
+
+
+def read_config_section(sweep_dir: Path, name: str) -> Optional[dict]:
+    """One section of the sweep's ``multirun.yaml`` (e.g. ``model``, the LadderConfig) as a plain dict, or None when
+    the file or the section is missing or unreadable (a sweep copied without it, a results file)."""
+    p = Path(sweep_dir) / CONFIG_FILE
+    if not p.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        node = OmegaConf.load(p).get(name)
+        section = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    except Exception:  # noqa: BLE001 - any parse or interpolation error: the section is unavailable
+        return None
+    return section if isinstance(section, dict) else None

@@ -14,6 +14,7 @@ in sys.modules, and dataclasses then cannot resolve string annotations.)
 """
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,7 @@ class IsoFLOPSweeper(Sweeper):
     def _plan(self, arguments: List[str], quiet: bool = False) -> Optional[tuple]:
         """Plan the sweep and write its files; the runs still to train and the sweep dir (None: dry run)."""
         # imported here so that Hydra's plugin discovery stays cheap
-        from analysis.refine import refine_centres
+        from analysis.refine import ladder_range, refine_centres
         from sweep.config import check_known_keys, identity, section
         from sweep.cost import describe, plan_precision, run_cost
         from sweep.job import make_plan
@@ -172,7 +173,9 @@ class IsoFLOPSweeper(Sweeper):
         _check_output_dir(sweep_dir)
         ident, defaults = identity(cfg)
         check_identity(sweep_dir, ident, defaults, launch.allow_config_change)  # again under the lock below
-        centres = refine_centres(sweep_dir) if launch.refine else None
+        # refined centres stay on the ladder and move at most one grid half-width (log10(size_span) / 2) per pass
+        centres = refine_centres(sweep_dir, ladder_range(sweep_dir, section(cfg, "model")),
+                                 math.log10(section(cfg, "sweep").size_span) / 2) if launch.refine else None
         extra = self._scan_extensions(sweep_dir) if cfg.sweep.mode == "lr_scan" else None
         specs, dropped, data_path = make_plan(cfg, centres=centres, extra_lrs=extra, dry_run=launch.dry_run)
         if centres:

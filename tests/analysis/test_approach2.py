@@ -193,7 +193,8 @@ def test_bootstrap_intervals_contain_truth_and_are_conservative():
     # pairs bootstrap is conservative: a resample keeps ~5.8 distinct sizes, and the vertex of a
     # parabola through fewer points scatters more.  80%-interval width / the true 80% width of a
     # over independent noise: 1.3-1.4 within budgets, 1.7-1.8 pooled (Dirichlet weights instead:
-    # 0.74, too narrow); that is why Approach 2's main interval resamples within budgets.
+    # 0.74, too narrow).  Both resampling schemes are still reported (ci_within, ci_runs); the main interval is now
+    # the parametric bootstrap from the noise SD, calibrated on our CPU design in tests/analysis/test_calibration.py.
     rng = np.random.default_rng(3)
     a_true, a0 = 0.53, -0.9
     cs, xs, ls = [], [], []

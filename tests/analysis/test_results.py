@@ -32,7 +32,9 @@ def test_load_results_sweep_dir(tmp_path):
     assert len(rows) == 15 + 4
     assert [r["run_id"] for r in rows] == sorted(r["run_id"] for r in rows)
     assert set(rows[0]) == {"run_id", "status", "budget", "flops", "params", "params_non_embedding", "tokens",
-                            "tokens_derived", "flops_derived", "loss", "bytes_per_token", "kind"}
+                            "tokens_derived", "flops_derived", "loss", "bytes_per_token", "kind", "steps",
+                            "flops_per_token", "flops_convention", "model"}
+    assert rows[0]["steps"] == 100 and rows[0]["flops_convention"] == "6ND" and rows[0]["model"] is None
     assert rows[0]["flops"] == pytest.approx(1.001 * rows[0]["budget"]) and rows[0]["tokens_derived"] is False
     usable, skipped = split_usable(rows)
     assert len(usable) == 15
@@ -65,7 +67,8 @@ def test_load_results_csv_aliases_case_insensitive(tmp_path):
     rows = load_results(f)
     assert rows[0] == {"run_id": "r1", "status": "done", "budget": 1e18, "flops": 1e18, "params": 1e8,
                        "params_non_embedding": None, "tokens": 5e8, "tokens_derived": False,
-                       "flops_derived": False, "loss": 3.1, "bytes_per_token": None, "kind": "grid"}
+                       "flops_derived": False, "loss": 3.1, "bytes_per_token": None, "kind": "grid",
+                       "steps": None, "flops_per_token": None, "flops_convention": None, "model": None}
     assert rows[1]["status"] == "failed" and rows[1]["tokens"] == pytest.approx(1e18 / 1.2e9)
 
 
@@ -118,3 +121,16 @@ def test_load_results_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # figure, analyze(), CLI, Hydra callback
+
+
+def test_a_file_of_several_datasets_needs_a_name(tmp_path):
+    # analysis's own results.csv holds every dataset of a combined fit: name=path picks one
+    from analysis import load_dataset
+
+    f = tmp_path / "results.csv"
+    f.write_text("dataset,budget,params,tokens,loss\n" + "".join(
+        f"{ds},1e12,{n},{1e12 / (6 * n)},{3 + i}\n" for i, ds in enumerate(("code", "prose")) for n in (1e4, 2e4, 4e4)))
+    code = load_dataset(f, "code")
+    assert len(code.rows) == 3 and {r["loss"] for r in code.rows} == {3.0}
+    with pytest.raises(ValueError, match=r"holds the datasets code, prose .* e\.g\. code="):
+        load_dataset(f)
