@@ -28,7 +28,7 @@ from analysis.filters import DEFAULT_MIN_TOKENS_PER_PARAM
 from analysis.fit import (CI_LEVEL, DEFAULT_BOOTSTRAP, DEFAULT_PROJECTIONS, LN2, PARAMS_KINDS, _n_of, fit_dataset,
                           result_fits)
 from analysis.results import Dataset, load_dataset, parse_input
-from analysis.validation import holdout_split, measured_profile, validation_entry
+from analysis.validation import holdout_split, measured_profile, validation_entry, validation_runs
 from analysis.summary import format_summary
 from sweep.rundir import jsonable, write_bytes_atomic, write_json_atomic
 
@@ -85,6 +85,18 @@ def holdout_fit(ds: Dataset, *, project=DEFAULT_PROJECTIONS, params: str = "tota
     return fit
 
 
+def forward_fit(ds: Dataset, *, project=DEFAULT_PROJECTIONS, params: str = "total", **options) -> dict:
+    """fit_dataset (validation runs are in no approach's fit), projected to the forward validation runs' budget too,
+    with the comparison against them as "validation" (kind "forward")."""
+    runs = validation_runs(ds)
+    budget = runs[0]["budget"]
+    fit = fit_dataset(ds, project=sorted(set(project) | {budget}), params=params, **options)
+    N = [_n_of(r, params) for r in runs]
+    fit["validation"] = validation_entry(fit, measured_profile(runs, N), kind="forward")
+    fit["_plot"]["held_out"] = {"runs": runs, "N": N}
+    return fit
+
+
 def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "total",
             n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci_level: float = CI_LEVEL,
             inside_grid_only: bool = False, min_tokens_per_param: float = DEFAULT_MIN_TOKENS_PER_PARAM,
@@ -132,8 +144,8 @@ def analyze(inputs, out=None, *, project=DEFAULT_PROJECTIONS, params: str = "tot
                    min_tokens_per_param=min_tokens_per_param, min_steps=min_steps, approach3_method=approach3_method)
     if holdout_top:
         fits = [holdout_fit(ds, project=project, **options) for ds in datasets]
-    else:
-        fits = [fit_dataset(ds, project=project, **options) for ds in datasets]
+    else:  # a sweep with forward validation runs (sweep.validate) checks its law against them
+        fits = [(forward_fit if validation_runs(ds) else fit_dataset)(ds, project=project, **options) for ds in datasets]
     if not any(f[ap] for f in fits for ap in ("approach1", "approach2", "approach3")):
         why = "; ".join(f"{f['dataset']}: " + "; ".join(f"{k}: {v}" for k, v in f["approaches_skipped"].items())
                         for f in fits)

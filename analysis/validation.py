@@ -144,11 +144,17 @@ def holdout_split(ds: Dataset) -> tuple[Dataset, list[dict], float]:
 
 def measured_profile(runs: list[dict], N, axis=None) -> dict:
     """The held-out budget's own minimum: parabolas in log N and log D through its runs (as Approach 2 fits one
-    budget), and its best run.  N: the runs' parameter counts (total or non-embedding)."""
+    budget), and its best run.  N: the runs' parameter counts (total or non-embedding).  With fewer than 3 sizes
+    (a forward validation of one run at the predicted optimum) the measured loss is the best run's, at its N."""
     N = np.asarray(N, dtype=float)
     L = np.array([r["loss"] for r in runs], dtype=float)
     D = np.array([r["tokens"] for r in runs], dtype=float)
     x, xd = np.log10(N), np.log10(D)
+    if len(np.unique(N)) < MIN_SIZES:
+        best = int(np.argmin(L))
+        return {"budget": float(np.mean([r["budget"] for r in runs])), "n_runs": len(runs), "N_opt": None, "D_opt": None,
+                "L_opt": float(L[best]), "note": f"{len(runs)} run(s), no profile: L is the best run's, at its own N",
+                "best_run": {"run_id": runs[best]["run_id"], "N": float(N[best]), "D": float(D[best]), "L": float(L[best])}}
     c2, c1, c0 = np.polyfit(x, L, 2)
     d2, d1, _ = np.polyfit(xd, L, 2)
     best = int(np.argmin(L))
@@ -162,6 +168,22 @@ def measured_profile(runs: list[dict], N, axis=None) -> dict:
     out.update({"N_opt": float(10 ** x_opt), "D_opt": float(10 ** xd_opt), "L_opt": float(c0 - c1 * c1 / (4 * c2)),
                 "inside_grid": bool(x.min() <= x_opt <= x.max())})
     return out
+
+
+def forward_target(fit: dict, budget: float) -> float:
+    """The compute-optimal N a forward validation trains at ``budget`` (which fit["projections"] must include):
+    Approach 2's (the isoFLOP headline), else Approach 3's, else Approach 1's.  ValueError when none projects."""
+    proj = next((p for p in fit["projections"] if _same_budget(p["flops"], budget)), None)
+    for ap in ("approach2", "approach3", "approach1"):
+        q = (proj or {}).get(ap)
+        if q and q.get("N") and math.isfinite(q["N"]) and q["N"] > 0:
+            return float(q["N"])
+    raise ValueError(f"no approach projects N_opt to {budget:.3g}: the validation run has no target")
+
+
+def validation_runs(ds: Dataset) -> list[dict]:
+    """The finished runs of kind validation (a forward validation), at one budget."""
+    return [r for r in ds.usable if r["kind"] == "validation"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,48 @@ class IsoFLOPSweeper(Sweeper):
             return []
         if self.config.sweep.mode == "lr_scan":
             return self._scan(arguments, *planned)
-        return self._launch(arguments, *planned)
+        returns = self._launch(arguments, *planned)
+        if self.config.sweep.validate:
+            returns += self._validate(arguments, planned[1])
+        return returns
+
+    def _validate(self, arguments, sweep_dir: Path):
+        """sweep.validate: fit the grid's law, predict the compute-optimal N at validate_factor x the top budget, and
+        train the validation runs there (kind validation: no approach fits them; the analysis compares them with
+        the prediction as its "forward" validation entry).  A pure function of the grid's results, so a relaunch plans
+        the same runs."""
+        from analysis.fit import fit_dataset
+        from analysis.results import APPROACH2_KINDS, load_dataset
+        from analysis.validation import forward_target
+        from sweep.config import section
+        from sweep.data import read_manifest
+        from sweep.plan import format_plan, plan_validation
+        from sweep.rundir import SWEEP_LOCK, finished, read_plan, run_lock, write_plan
+
+        cfg = self.config
+        grid = section(cfg, "sweep")
+        ds = load_dataset(sweep_dir)
+        top = max(r["budget"] for r in ds.usable if r["kind"] in APPROACH2_KINDS)
+        budget = grid.validate_factor * top
+        try:
+            n_opt = forward_target(fit_dataset(ds, project=[budget], n_boot=0), budget)
+        except ValueError as e:
+            log.warning("validation: no run trained: the law could not be fitted (%s)", e)
+            return []
+        plan = read_plan(sweep_dir)
+        manifest = read_manifest(Path(plan.data))
+        specs, dropped = plan_validation(grid, section(cfg, "model"), section(cfg, "recipe"), manifest["vocab_size"],
+                                         manifest["splits"]["train"]["tokens"], budget, n_opt)
+        print(f"validation: the law's N_opt at {budget:.3g} FLOPs ({grid.validate_factor:g} x the top budget) is "
+              f"{n_opt:.3g}; training {len(specs)} run(s) there")
+        print(format_plan(specs, dropped, section(cfg, "launch").assumed_flops_per_s))
+        with run_lock(sweep_dir, SWEEP_LOCK, wait=True):  # the plan gains the validation runs
+            plan = read_plan(sweep_dir)
+            ids = {s.run_id for s in specs}
+            write_plan(sweep_dir, [s for s in plan.runs if s.kind != "validation" and s.run_id not in ids] + specs,
+                       plan.dropped, plan.data)
+        todo = [s for s in specs if not finished(sweep_dir / s.run_id, s, section(cfg, "launch").retry_failed)]
+        return self._launch(arguments, todo, sweep_dir) if todo else []
 
     def _scan(self, arguments, todo, sweep_dir):
         """An LR scan: train its runs; while a size's best LR lies at an edge of its scan, plan one LR beyond it and
