@@ -137,7 +137,10 @@ def profile_section(dirs: dict) -> list[str]:
         lines.append(f"| {c:.0e} | {cells} | {rs[k][0].params / 1e3:.1f}k | {'yes' if inside else 'NO'} | {vertex} |")
     if a2:
         ci = a2.get("ci", {})
-        lines += ["", f"Approach 2 through the vertices: a = {a2['a']:.3f} {ci.get('a')}, b = {a2['b']:.3f} {ci.get('b')}."]
+        def span(k):  # the 80% interval, or nothing when the fit gave none
+            return f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else ""
+
+        lines += ["", f"Approach 2 through the vertices: a = {a2['a']:.3f}{span('a')}, b = {a2['b']:.3f}{span('b')}."]
     return lines
 
 
