@@ -52,14 +52,15 @@ def _check_output_dir(sweep_dir: Path) -> None:
 
 
 def _check_trunks(sweep_dir: Path, specs) -> None:
-    """ValueError if the plan's trunks differ from those the sweep dir's plan already has: a budget added to a forks
-    sweep later changes its trunks' lengths and branch steps, and a trunk cannot branch where it kept no checkpoint."""
+    """ValueError if a trunk the sweep dir's plan already has would change or go: a budget added to a forks sweep
+    later changes its trunks' lengths and branch steps, and a trunk cannot branch where it kept no checkpoint.  New
+    trunks beside the old ones (an LR scan's extensions) train from scratch, so they are fine."""
     from sweep.plan import RunSpec
     from sweep.rundir import read_plan_dicts
 
     old = [RunSpec.from_dict(r) for r in read_plan_dicts(sweep_dir) if r.get("kind") == "trunk"]
     new = [s for s in specs if s.kind == "trunk"]
-    changed = sorted({t.run_id for t in old if t not in new} | {t.run_id for t in new if old and t not in old})
+    changed = sorted(t.run_id for t in old if t not in new)
     if changed:
         raise ValueError(
             f"the trunks of this sweep would change ({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): "

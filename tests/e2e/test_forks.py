@@ -114,6 +114,23 @@ def test_a_budget_added_to_a_forks_sweep_is_refused(forks_sweep, corpus_dir):
     assert proc.returncode == 2 and "a forks sweep cannot add budgets or sizes later" in out, out[-2000:]
 
 
+def test_new_trunks_beside_the_old_ones_are_allowed(forks_sweep):
+    """An LR scan's edge extension adds trunks (a new LR) to a forks sweep: that is fine, a new trunk trains from
+    scratch; a trunk of the old plan that would change (a new branch step) or go is refused."""
+    from hydra_plugins.isoflop_sweeper.isoflop_sweeper import _check_trunks
+    from sweep.rundir import read_plan
+
+    _, sweep_dir, _ = forks_sweep
+    specs = list(read_plan(sweep_dir).runs)
+    trunk = next(s for s in specs if s.kind == "trunk")
+    extra = replace(trunk, run_id=trunk.run_id.replace("-trunk", "-lr0.1-trunk"), recipe=replace(trunk.recipe, lr=0.1))
+    _check_trunks(sweep_dir, specs + [extra])  # no error
+    moved = replace(trunk, branch_steps=tuple(trunk.branch_steps) + (trunk.steps // 3,))
+    for plan in ([s for s in specs if s is not trunk] + [extra], [s if s is not trunk else moved for s in specs]):
+        with pytest.raises(ValueError, match="a forks sweep cannot add budgets or sizes later"):
+            _check_trunks(sweep_dir, plan)
+
+
 def test_forks_need_the_wsd_schedule(tmp_path, corpus_dir):
     proc = launch(sweep_args(tmp_path, corpus_dir, "x", "sweep.forks=true", "launch.dry_run=true"))
     out, _ = proc.communicate(timeout=300)
