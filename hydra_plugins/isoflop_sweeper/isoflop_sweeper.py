@@ -208,8 +208,8 @@ class IsoFLOPSweeper(Sweeper):
         from sweep.cost import describe, plan_precision, run_cost
         from sweep.job import make_plan
         from sweep.plan import RunSpec, format_plan, no_feasible_runs, smallest_budget
-        from sweep.rundir import (SWEEP_LOCK, check_identity, fault_point, finished, read_plan_dicts, remove_stale_temps,
-                                  run_lock)
+        from sweep.rundir import (SWEEP_LOCK, check_identity, fault_point, finished, read_plan_dicts, read_result,
+                                  remove_stale_temps, run_lock)
 
         cfg = self.config
         check_known_keys(cfg)  # before anything is prepared or created
@@ -267,6 +267,9 @@ class IsoFLOPSweeper(Sweeper):
         todo = [s for s in specs if not finished(sweep_dir / s.run_id, s, launch.retry_failed)]
         if len(todo) < len(specs):
             log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
+        kept = [s.run_id for s in specs if s not in todo and read_result(sweep_dir / s.run_id).status == "failed"]
+        if kept:
+            log.warning("%d failed run(s) not retried (launch.retry_failed=true retries them): %s", len(kept), ", ".join(kept))
         return todo, sweep_dir
 
     @staticmethod
