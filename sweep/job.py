@@ -16,7 +16,7 @@ from sweep.config import section
 from sweep.data import TokenData, bpe_vocab, data_dir, prepare
 from sweep.plan import Dropped, RunSpec, plan_sweep
 from sweep.device import Dist, broadcast_choice, join_ranks, rank_device
-from sweep.rundir import (TRACEBACK_FILE, RunLocked, fault_point, finished, read_plan, read_result, remove_stale_temps,
+from sweep.rundir import (TRACEBACK_FILE, RunLocked, finished, read_plan, read_result, remove_stale_temps,
                           run_lock, write_failure)
 from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
@@ -101,7 +101,6 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
             return read_result(run_dir).to_dict()
         tracker = None
         try:
-            fault_point(f"run:{spec.run_id}")  # tests: a run that fails (SCALING_SWEEP_FAULT=run:<id>!raise)
             if dist.main:
                 (run_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # a retried failure's, now stale
                 tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,

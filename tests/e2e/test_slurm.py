@@ -1,6 +1,6 @@
 """The sweep under ``hydra/launcher=slurm`` (submitit) on a real SLURM cluster (tests/slurm_cluster.py).
 
-Three sweeps run side by side on the cluster, each against the same grid trained by the basic launcher:
+Three sweeps run side by side on the cluster, each compared with the same runs trained by the basic launcher:
 
 - the tiny grid, with two of its jobs interrupted mid-run: one by ``scancel --signal=USR2`` (what SLURM sends
   before preempting: submitit requeues the job) and one by ``scontrol requeue`` (SIGTERM, SLURM requeues it);
@@ -36,7 +36,7 @@ def _interrupt(sweep_dir, cluster, proc, timeout=300):
     while not (sweep_dir / "plan.json").exists():
         assert proc.poll() is None and time.time() < deadline, "the SLURM sweep did not plan"
         time.sleep(0.2)
-    runs = sorted(results_plan(sweep_dir), key=lambda r: -r["steps"])[:2]
+    runs = sorted(json.loads((sweep_dir / "plan.json").read_text())["runs"], key=lambda r: -r["steps"])[:2]
     how = {runs[0]["run_id"]: ("scancel", "--signal=USR2"), runs[1]["run_id"]: ("scontrol", "requeue")}
     done = {}
     while len(done) < len(how):
@@ -54,17 +54,13 @@ def _interrupt(sweep_dir, cluster, proc, timeout=300):
     return done
 
 
-def results_plan(sweep_dir):
-    return json.loads((sweep_dir / "plan.json").read_text())["runs"]
-
-
 @pytest.fixture(scope="module")
 def slurm_sweeps(tmp_path_factory, corpus_dir, slurm_cluster):
     tmp = tmp_path_factory.mktemp("slurm")
     finish(launch(sweep_args(tmp, corpus_dir, "ref")))  # the basic launcher's grid; prepares tmp/data for all
     procs = {
-        # SLURM sends the warning at its first 30-s check past limit - signal_delay_s - 30 s, here 25-55 s into the
-        # job: after the trainer has started, and ~50 s of steps need a second job start at least
+        # SLURM checks limits every 30 s and sends the warning up to 60 s early: with signal_delay_s=5 it came
+        # 25-55 s into the job here, after the trainer started; ~50 s of steps need a second job start at least
         "time_limit": launch(sweep_args(tmp, corpus_dir, "tl", *LONG, *SLURM, "hydra.launcher.timeout_min=1",
                                         "hydra.launcher.signal_delay_s=5"),
                              env={"SCALING_SWEEP_FAULT": "step:*!sleep=0.15"}),
@@ -74,14 +70,14 @@ def slurm_sweeps(tmp_path_factory, corpus_dir, slurm_cluster):
     }
     try:
         interrupted = _interrupt(tmp / "grid", slurm_cluster, procs["grid"])
-        out = {name: finish(p, timeout=600) for name, p in procs.items()}
+        for p in procs.values():
+            finish(p, timeout=600)
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    return {"dir": tmp, "ref": results(tmp / "ref"), "dp_ref": results(tmp / "dp_ref"), "interrupted": interrupted,
-            "out": out}
+    return {"dir": tmp, "ref": results(tmp / "ref"), "dp_ref": results(tmp / "dp_ref"), "interrupted": interrupted}
 
 
 def assert_same_losses(res, ref, tol=1e-6):

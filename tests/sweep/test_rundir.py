@@ -130,15 +130,15 @@ def test_fault_hook_raise_and_sleep(monkeypatch):
     # `raise` fails the n-th pass; `sleep=<s>` sleeps at every pass from the n-th on, at points matched by a prefix*
     slept = []
     monkeypatch.setattr("time.sleep", slept.append)
-    monkeypatch.setenv("SCALING_SWEEP_FAULT", "step:*@2!sleep=0.25,run:b!raise")
+    monkeypatch.setenv("SCALING_SWEEP_FAULT", "step:*@2!sleep=0.25,x:b!raise")
     monkeypatch.setattr(rundir, "_FAULTS", {"spec": None, "items": {}, "counts": {}})
     for k in range(1, 5):
         fault_point(f"step:{k}")
-    fault_point("run:a")
+    fault_point("x:a")
     assert slept == [0.25, 0.25, 0.25]  # passes 2, 3 and 4
-    with pytest.raises(InjectedFault, match="run:b"):
-        fault_point("run:b")
-    fault_point("run:b")  # only the first pass raises
+    with pytest.raises(InjectedFault, match="x:b"):
+        fault_point("x:b")
+    fault_point("x:b")  # only the first pass raises
 
 
 def test_failed_run_is_recorded_and_retried_only_when_asked(tmp_path):
