@@ -177,9 +177,11 @@ def slurm_cluster(request):
     # on the terminal even under -q and output capture: CI's log shows what the cluster cost
     installed = f"installed slurm-wlm + munge in {cluster.install_s:.0f} s, " if cluster.install_s is not None else ""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nSLURM test cluster: {installed}up in {time.perf_counter() - t0:.0f} s "
-                            f"(SLURM_CONF={cluster.env['SLURM_CONF']})")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nSLURM test cluster: {installed}up in {time.perf_counter() - t0:.0f} s "
+                                f"(SLURM_CONF={cluster.env['SLURM_CONF']})")
     try:
         yield cluster
     finally:
