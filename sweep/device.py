@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -79,6 +80,16 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
             raise ValueError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def rank_device(name: str, index: Optional[int], dist: "Dist") -> torch.device:
+    """The device this rank trains on: trainer.device, at trainer.device_index or else the local rank."""
+    device = pick_device(name, index if index is not None else dist.local_rank)
+    if device.type == "cuda":
+        # before anything touches CUDA: pin_memory, NCCL and compile use the current device, cuda:0 by default,
+        # so a packed job on cuda:k would open a second context on cuda:0
+        torch.cuda.set_device(device)
+    return device
 
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # trainer.precision
@@ -154,17 +165,72 @@ def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class Dist:
+    """This process's place among the data-parallel ranks of one run."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    init_method: Optional[str] = None  # the rendezvous; None: torch's env:// (MASTER_ADDR/MASTER_PORT, as torchrun sets)
 
     @classmethod
-    def from_env(cls) -> "Dist":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    def from_env(cls, env: Optional[dict] = None) -> "Dist":
+        """The ranks from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK), else from SLURM's for the tasks of
+        one ``srun`` step (submitit starts ``tasks_per_node`` x nodes tasks that way); a single process otherwise.
+
+        Under SLURM the step's task count (SLURM_STEP_NUM_TASKS) is the world, not the job's SLURM_NTASKS: a batch
+        script or an ``salloc`` shell of a many-task job is still one process.  The ranks meet on the step's first
+        node at a port derived from the job id (MASTER_ADDR / MASTER_PORT, when set, win)."""
+        env = os.environ if env is None else env
+        if "WORLD_SIZE" in env:
+            return cls(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+        tasks = int(env.get("SLURM_STEP_NUM_TASKS") or 1)
+        if tasks > 1 and "SLURM_PROCID" in env:
+            nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+            addr = env.get("MASTER_ADDR") or first_host(nodes)
+            port = env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID") or 0) % 20000
+            return cls(int(env["SLURM_PROCID"]), tasks, int(env.get("SLURM_LOCALID") or 0), f"tcp://{addr}:{port}")
+        return cls()
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: "gpu[003-007,012],cpu1" -> "gpu003", "vm" -> "vm"."""
+    m = re.match(r"([^\[,]*)(?:\[([^\],-]+)[^\]]*\]([^,]*))?", nodelist)
+    return m.group(1) + (m.group(2) or "") + (m.group(3) or "")
+
+
+# the scheduler's ids of this attempt, recorded in attempts.jsonl (a requeued SLURM job keeps its id and counts restarts)
+SCHEDULER_IDS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+
+
+def scheduler_ids(env: Optional[dict] = None) -> dict:
+    env = os.environ if env is None else env
+    return {k: env[k] for k in SCHEDULER_IDS if env.get(k)}
+
+
+def join_ranks(dist: Dist, device: torch.device) -> None:
+    """Join the run's process group (once per process; a no-op on one process): NCCL on CUDA, gloo elsewhere."""
+    if dist.world == 1:
+        return
+    import torch.distributed as td
+
+    if not td.is_initialized():
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=dist.init_method,
+                              rank=dist.rank, world_size=dist.world)
+
+
+def broadcast_choice(choice: str, choices: tuple, dist: Dist, device: torch.device) -> str:
+    """Rank 0's ``choice`` (one of ``choices``) on every rank: what rank 0 decided under the run lock."""
+    if dist.world == 1:
+        return choice
+    import torch.distributed as td
+
+    t = torch.tensor([choices.index(choice) if dist.main else 0], device=device)
+    td.broadcast(t, src=0)
+    return choices[int(t.item())]
 
 
 def all_reduce(t: torch.Tensor, dist: Dist, op=None) -> torch.Tensor:

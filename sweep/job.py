@@ -4,8 +4,8 @@ The Hydra glue (sweep/app.py, hydra_plugins/isoflop_sweeper) stays thin around t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.config import section
 from sweep.data import TokenData, bpe_vocab, data_dir, prepare
 from sweep.plan import Dropped, RunSpec, plan_sweep
-from sweep.rundir import RunLocked, finished, read_plan, read_result, remove_stale_temps, run_lock
+from sweep.device import Dist, broadcast_choice, join_ranks, rank_device
+from sweep.rundir import (TRACEBACK_FILE, RunLocked, finished, read_plan, read_result, remove_stale_temps,
+                          run_lock, write_failure)
 from sweep.tracking import Tracker
 from sweep.train import TrainerConfig, train
 
@@ -58,6 +60,11 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
 
     ``job_num`` is the job's index in the launch: in a packed GPU sweep job k trains on GPU k mod #GPUs.
     Returns the result record as a dict ({"run_id", "status": "locked"} when another process trains the run).
+
+    A job of several tasks (SLURM ``tasks_per_node`` > 1, sweep.device.Dist.from_env) is one data-parallel run:
+    rank 0 alone takes the run lock and decides (train, already finished, locked), and every rank follows.
+    A run that raises gets result.json ``failed`` (the error, traceback.txt) and the exception goes on to the
+    sweeper, which reports it after the other runs.
     """
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
@@ -66,22 +73,46 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
     spec = plan.spec(cfg.run_id)
     trunk = plan.spec(spec.trunk) if spec.trunk else None  # a fork starts from its trunk's checkpoint
     trainer: TrainerConfig = section(cfg, "trainer")
-    if trainer.device_index is None and "WORLD_SIZE" not in os.environ and torch.cuda.device_count() > 1:
+    dist = Dist.from_env()
+    if trainer.device_index is None and dist.world == 1 and torch.cuda.device_count() > 1:
         trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
-    try:
-        with run_lock(run_dir):
-            remove_stale_temps(run_dir)  # debris of a writer killed mid-write; we are the only writer now
-            # another launch may have finished this run while we were queued
-            if finished(run_dir, spec, retry_failed=cfg.launch.retry_failed):
-                log.info("%s: already finished, not training it again", spec.run_id)
-                return read_result(run_dir).to_dict()
-            tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,
-                              run_id=spec.run_id, config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
+    device = None
+    if dist.world > 1:  # the ranks agree on what to do before any of them trains
+        device = rank_device(trainer.device, trainer.device_index, dist)
+        join_ranks(dist, device)
+    with contextlib.ExitStack() as held:
+        choice = "train"
+        if dist.main:
             try:
-                data = TokenData(data_dir(section(cfg, "data")))
-                return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk).to_dict()
-            finally:
+                held.enter_context(run_lock(run_dir))
+            except RunLocked as e:
+                log.warning("%s: skipped, %s", spec.run_id, e)
+                choice = "locked"
+            else:
+                remove_stale_temps(run_dir)  # debris of a writer killed mid-write; we are the only writer now
+                # another launch may have finished this run while we were queued
+                if finished(run_dir, spec, retry_failed=cfg.launch.retry_failed):
+                    log.info("%s: already finished, not training it again", spec.run_id)
+                    choice = "finished"
+        choice = broadcast_choice(choice, ("train", "finished", "locked"), dist, device)
+        if choice == "locked":
+            return {"run_id": spec.run_id, "status": "locked"}
+        if choice == "finished":
+            return read_result(run_dir).to_dict()
+        tracker = None
+        try:
+            if dist.main:
+                (run_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # a retried failure's, now stale
+                tracker = Tracker(section(cfg, "wandb"), sweep_dir=run_dir.parent, sweep_name=cfg.sweep.name,
+                                  run_id=spec.run_id,
+                                  config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
+            data = TokenData(data_dir(section(cfg, "data")))
+            return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk).to_dict()
+        except Exception as e:  # not SystemExit: a run stopped by a signal (preemption) resumes, it has not failed
+            if dist.main:
+                result = write_failure(run_dir, spec, e)
+                log.error("%s: failed (%s); traceback in %s", spec.run_id, result.error, result.traceback)
+            raise
+        finally:
+            if tracker is not None:
                 tracker.finish(exit_code=1)  # no-op when train already finished it
-    except RunLocked as e:
-        log.warning("%s: skipped, %s", spec.run_id, e)
-        return {"run_id": spec.run_id, "status": "locked"}

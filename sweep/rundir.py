@@ -10,7 +10,8 @@ Every reader and writer of these files goes through this module, so the layout i
         <run id>/                 one per run (grammar: sweep/runid.py)
             result.json           RunResult, written atomically once the run ends (done, diverged or failed)
             metrics.jsonl         append-only: one line per log step; truncated to the checkpoint on resume
-            attempts.jsonl        one line per (re)start of the run
+            attempts.jsonl        one line per (re)start of the run (with the SLURM job id under SLURM)
+            traceback.txt         the traceback of a run that failed (result.json says where it is)
             weights.pt            the final weights {"model_config", "model"}
             checkpoints/step_XXXXXXXX.pt      rolling checkpoints (the newest trainer.keep_last)
             checkpoints/branch_XXXXXXXX.pt    a trunk's checkpoints where its forks branch off
@@ -45,6 +46,7 @@ ATTEMPTS_FILE = "attempts.jsonl"
 WEIGHTS_FILE = "weights.pt"
 CHECKPOINT_DIR = "checkpoints"
 RUN_LOCK = ".lock"
+TRACEBACK_FILE = "traceback.txt"
 
 TERMINAL = ("done", "diverged", "failed")  # statuses a result.json can have
 
@@ -55,11 +57,18 @@ TERMINAL = ("done", "diverged", "failed")  # statuses a result.json can have
 _FAULTS: dict = {"spec": None, "items": {}, "counts": {}}
 
 
+class InjectedFault(RuntimeError):
+    """The exception ``SCALING_SWEEP_FAULT=<point>!raise`` raises: a run that fails on purpose."""
+
+
 def fault_point(name: str) -> None:
     """Fault injection for the chaos tests, set by ``SCALING_SWEEP_FAULT``; does nothing when it is unset.
 
-    ``SCALING_SWEEP_FAULT=<point>[@<n>][!<SIGNAL>],...`` sends SIGNAL (default SIGKILL) to this process the
-    n-th time (default 1) it passes the point ``name``.  The points sit where a kill is most dangerous:
+    ``SCALING_SWEEP_FAULT=<point>[@<n>][!<ACTION>],...`` acts the n-th time (default 1) this process passes the
+    point ``name``.  ACTION is a signal to send to this process (default SIGKILL), ``raise`` (raise InjectedFault:
+    a run that fails), or ``sleep=<s>`` (sleep s seconds at every pass from the n-th on: a slow run).  A point
+    ending in ``*`` matches every point that starts with the rest (``step:*``: every step).  The points sit where
+    a kill is most dangerous:
 
         write:<file name>    between writing a temp file and renaming it (write:checkpoint for checkpoints)
         planned              the sweep is planned and its files written, nothing launched yet
@@ -72,15 +81,25 @@ def fault_point(name: str) -> None:
     if spec != _FAULTS["spec"]:
         items = {}
         for item in spec.split(","):
-            item, _, sig = item.partition("!")
+            item, _, action = item.partition("!")
             point, _, nth = item.partition("@")
-            items[point.strip()] = (int(nth or 1), sig.strip() or "SIGKILL")
+            items[point.strip()] = (int(nth or 1), action.strip() or "SIGKILL")
         _FAULTS.update(spec=spec, items=items, counts={})
-    if name in _FAULTS["items"]:
-        nth, sig = _FAULTS["items"][name]
-        _FAULTS["counts"][name] = _FAULTS["counts"].get(name, 0) + 1
-        if _FAULTS["counts"][name] == nth:
-            os.kill(os.getpid(), getattr(signal, sig if sig.startswith("SIG") else f"SIG{sig}"))
+    point = name if name in _FAULTS["items"] else next(
+        (p for p in _FAULTS["items"] if p.endswith("*") and name.startswith(p[:-1])), None)
+    if point is None:
+        return
+    nth, action = _FAULTS["items"][point]
+    _FAULTS["counts"][point] = count = _FAULTS["counts"].get(point, 0) + 1
+    if action.startswith("sleep="):
+        if count >= nth:
+            import time
+
+            time.sleep(float(action.partition("=")[2]))
+    elif count == nth:
+        if action == "raise":
+            raise InjectedFault(f"fault injected at {name} (SCALING_SWEEP_FAULT)")
+        os.kill(os.getpid(), getattr(signal, action if action.startswith("SIG") else f"SIG{action}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +231,7 @@ class RunResult:
     status: str  # done | diverged | failed
     kind: str = "grid"  # the spec's kind (sweep/runid.py: KINDS)
     error: Optional[str] = None  # why a run diverged or failed
+    traceback: Optional[str] = None  # a failed run's traceback file (absolute path; older results have none)
     budget: Optional[float] = None  # the FLOP budget C the run was planned for
     flops: Optional[float] = None  # realised FLOPs, exact under flops_convention; a fork's include its trunk prefix
     flops_spent: Optional[float] = None  # FLOPs of this run's own steps (a fork: after its branch step)
@@ -307,6 +327,24 @@ def read_result(run_dir: Path, strict: bool = False) -> Optional[RunResult]:
 
 def write_result(run_dir: Path, result: RunResult) -> None:
     write_json_atomic(Path(run_dir) / RESULT_FILE, result.to_dict())
+
+
+def write_failure(run_dir: Path, spec, exc: BaseException) -> RunResult:
+    """Record that ``spec``'s run raised ``exc``: its traceback in traceback.txt, then result.json with status
+    ``failed``, the error and the traceback's path (both atomic; the traceback first, so a result never points at
+    a missing file).  A relaunch skips the run unless ``launch.retry_failed`` is set."""
+    import traceback
+
+    run_dir = Path(run_dir)
+    tb = run_dir / TRACEBACK_FILE
+    with atomic_file(tb) as f:
+        f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    result = RunResult(run_id=spec.run_id, status="failed", kind=spec.kind, budget=spec.budget, trunk=spec.trunk,
+                       params=spec.params, params_non_embedding=spec.params_non_embedding,
+                       error=f"{type(exc).__name__}: " + " ".join(str(exc).split()), traceback=str(tb.resolve()),
+                       spec=spec.to_dict())
+    write_result(run_dir, result)
+    return result
 
 
 def finished(run_dir: Path, spec, retry_failed: bool = False) -> bool:

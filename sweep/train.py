@@ -16,7 +16,8 @@ Devices and precision (sweep/device.py)
     apart: ``compile_s`` in the result; tok/s and MFU count the other steps only, without evaluations.
 
 Data parallelism
-    Under ``torchrun`` (RANK/WORLD_SIZE in the environment) each rank reads only its slice of every global
+    Under ``torchrun`` (RANK/WORLD_SIZE in the environment) or as the tasks of one SLURM step (submitit's
+    ``tasks_per_node``; SLURM_PROCID/SLURM_STEP_NUM_TASKS, sweep.device.Dist.from_env) each rank reads only its slice of every global
     batch; DDP (or FSDP2 with ``trainer.parallel=fsdp``) averages the gradients, so the loss curve is
     the single-process one for the same global batch.  Models are built on the meta device and materialised
     where they train (under FSDP2 each rank only its shards: ``sweep.device.build_model``), with the same
@@ -51,8 +52,8 @@ from models.flops import matmul_flops_per_token
 from sweep.checkpoint import (StopSignals, full_state_dict, load_branch_checkpoint, load_latest_checkpoint, load_optimizer,
                               save_checkpoint, save_torch_atomic)
 from sweep.data.loader import TokenData
-from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler, max_op,
-                          mfu, peak_flops_per_s, pick_device, pick_precision, sync, to_device)
+from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler, join_ranks,
+                          max_op, mfu, peak_flops_per_s, pick_precision, rank_device, scheduler_ids, sync, to_device)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
                           last_val_loss, read_metrics, truncate_metrics, write_result)
@@ -179,11 +180,7 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     run_dir = Path(run_dir)
     dist = Dist.from_env()
     tracker = tracker if dist.main else None
-    device = pick_device(cfg.device, cfg.device_index if cfg.device_index is not None else dist.local_rank)
-    if device.type == "cuda":
-        # before anything touches CUDA: pin_memory, NCCL and compile use the current device, cuda:0 by default,
-        # so a packed job on cuda:k would open a second context on cuda:0
-        torch.cuda.set_device(device)
+    device = rank_device(cfg.device, cfg.device_index, dist)
     if device.type == "cpu" and cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     if spec.model.vocab_size < data.vocab_size:
@@ -198,11 +195,7 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     precision = pick_precision(cfg.precision, device)
     compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
     sharded = dist.world > 1 and cfg.parallel == "fsdp"
-    if dist.world > 1:
-        import torch.distributed as td
-
-        if not td.is_initialized():
-            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    join_ranks(dist, device)  # torchrun's or SLURM's ranks (sweep.device.Dist.from_env)
 
     ckpt = load_latest_checkpoint(run_dir, spec)
     if ckpt is None and spec.trunk:
@@ -239,7 +232,8 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
         if ckpt:
             log.info("%s: resuming at step %d of %d", spec.run_id, start, spec.steps)
         # one line per (re)start: shows nothing was retrained
-        append_attempt(run_dir, {"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time()})
+        append_attempt(run_dir, {"start_step": start, "pid": os.getpid(), "host": platform.node(), "time": time.time(),
+                                 "world_size": dist.world, **scheduler_ids()})
     return Run(spec=spec, cfg=cfg, data=data, run_dir=run_dir, tracker=tracker, dist=dist, device=device,
                precision=precision, scaler=scaler, compiled=bool(compiled), model=model, net=net, ddp=ddp, opt=opt,
                micro=micro, accum=per_rank // micro, rows=slice(dist.rank * per_rank, (dist.rank + 1) * per_rank),

@@ -1,7 +1,9 @@
 """Shared fixtures: a small real corpus (a slice of this Python's standard library) and offline settings."""
 import os
 import shutil
+import subprocess
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,37 @@ def quick_parquet_shutdown(monkeypatch):
     import datasets.config
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real SLURM cluster (tests/slurm_cluster.py), started once per session and only when a test asks for it
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request):
+    """munged + slurmctld + slurmd on this machine, one node with partition ``test``; SLURM_CONF points at it.
+
+    Installs slurm-wlm and munge when missing (root and apt-get).  Under CI (CI=true) a cluster that cannot
+    start fails the SLURM tests; elsewhere they are skipped with the reason."""
+    from slurm_cluster import ClusterError, SlurmCluster
+
+    # 10 CPUs offered whatever the machine has: the SLURM tests' ten tasks, one CPU each, mostly sleep or wait
+    cluster = SlurmCluster(cpus=10)
+    t0 = time.perf_counter()
+    try:
+        cluster.start()
+    except (ClusterError, OSError, subprocess.SubprocessError) as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and the SLURM test cluster did not start, so the SLURM tests cannot run: {e}")
+        pytest.skip(f"no SLURM test cluster (the SLURM tests need root and apt-get or slurm-wlm + munge): {e}")
+    # on the terminal even under -q and output capture: CI's log shows what the cluster cost
+    installed = f"installed slurm-wlm + munge in {cluster.install_s:.0f} s, " if cluster.install_s is not None else ""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nSLURM test cluster: {installed}up in {time.perf_counter() - t0:.0f} s "
+                                f"(SLURM_CONF={cluster.env['SLURM_CONF']})")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -92,6 +92,17 @@ def _forks_summary(sweep_dir: Path, plan, keep_checkpoints: bool) -> None:
                 p.unlink(missing_ok=True)
 
 
+def _failure(sweep_dir: Path, run_id: str, exc: Exception) -> str:
+    """One line for a run whose job raised: the error and traceback file its job recorded (sweep.job.run_job), else
+    the exception as the launcher gave it (a job that died before it could record anything)."""
+    from sweep.rundir import read_result
+
+    r = read_result(sweep_dir / run_id)
+    if r is not None and r.status == "failed" and r.error:
+        return f"{run_id}: {r.error} (traceback: {r.traceback})"
+    return f"{run_id}: {type(exc).__name__}: " + " ".join(str(exc).split())
+
+
 class IsoFLOPSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None) -> None:
         self.max_batch_size = max_batch_size
@@ -198,8 +209,8 @@ class IsoFLOPSweeper(Sweeper):
         from sweep.cost import describe, plan_precision, run_cost
         from sweep.job import make_plan
         from sweep.plan import RunSpec, format_plan, no_feasible_runs, smallest_budget
-        from sweep.rundir import (SWEEP_LOCK, check_identity, fault_point, finished, read_plan_dicts, remove_stale_temps,
-                                  run_lock)
+        from sweep.rundir import (SWEEP_LOCK, check_identity, fault_point, finished, read_plan_dicts, read_result,
+                                  remove_stale_temps, run_lock)
 
         cfg = self.config
         check_known_keys(cfg)  # before anything is prepared or created
@@ -257,6 +268,9 @@ class IsoFLOPSweeper(Sweeper):
         todo = [s for s in specs if not finished(sweep_dir / s.run_id, s, launch.retry_failed)]
         if len(todo) < len(specs):
             log.info("%d of %d runs already finished; training the other %d", len(specs) - len(todo), len(specs), len(todo))
+        kept = [s.run_id for s in specs if s not in todo and read_result(sweep_dir / s.run_id).status == "failed"]
+        if kept:
+            log.warning("%d failed run(s) not retried (launch.retry_failed=true retries them): %s", len(kept), ", ".join(kept))
         return todo, sweep_dir
 
     @staticmethod
@@ -296,7 +310,7 @@ class IsoFLOPSweeper(Sweeper):
                         ret = r.return_value  # raises the job's exception if it failed
                         trained_s += float((ret or {}).get("wall_time_s") or 0.0)
                     except Exception as e:  # noqa: BLE001 - report every failure, then fail the sweep below
-                        failed.append(f"{spec.run_id}: {type(e).__name__}: " + " ".join(str(e).split()))
+                        failed.append(_failure(sweep_dir, spec.run_id, e))
                 returns.append(results)
         wall = time.perf_counter() - t0
         if trained_s > 0:
@@ -305,7 +319,10 @@ class IsoFLOPSweeper(Sweeper):
                      wall, trained_s, wall / trained_s)
         _forks_summary(sweep_dir, plan, self.config.trainer.keep_checkpoints)
         if failed:
+            for line in failed:
+                log.error("failed: %s", line)
             raise RunsFailed(
-                f"error: {len(failed)} of {len(jobs)} runs failed ({'; '.join(failed)}). Finished runs are kept: rerun the same "
-                f"command to retry only the failed ones, or fit what exists with `python -m analysis {sweep_dir}`")
+                f"error: {len(failed)} of {len(todo)} runs failed ({'; '.join(failed)}). The other runs are kept: rerun the "
+                f"same command with launch.retry_failed=true to retry only the failed ones, or fit what exists with "
+                f"`python -m analysis {sweep_dir}`")
         return returns

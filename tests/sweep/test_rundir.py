@@ -13,8 +13,9 @@ from helpers import REPO
 from models.ladder import LadderConfig
 from sweep.plan import RunSpec, SweepConfig, plan
 from sweep.recipe import RecipeConfig
-from sweep.rundir import (RESULT_VERSION, RunResult, atomic_file, finished, identity_changes, read_metrics, read_plan,
-                          read_result, truncate_metrics, write_result)
+import sweep.rundir as rundir
+from sweep.rundir import (RESULT_VERSION, InjectedFault, RunResult, atomic_file, fault_point, finished, identity_changes,
+                          read_metrics, read_plan, read_result, truncate_metrics, write_failure, write_result)
 
 FIXTURE = REPO / "tests" / "data" / "old_sweep" / "sweep"
 
@@ -123,3 +124,36 @@ def test_fault_hook_grammar(spec, printed, signum):
     env = {**os.environ, "PYTHONPATH": str(REPO), "SCALING_SWEEP_FAULT": spec}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signum and proc.stdout.split() == [str(k) for k in range(1, printed + 1)]
+
+
+def test_fault_hook_raise_and_sleep(monkeypatch):
+    # `raise` fails the n-th pass; `sleep=<s>` sleeps at every pass from the n-th on, at points matched by a prefix*
+    slept = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    monkeypatch.setenv("SCALING_SWEEP_FAULT", "step:*@2!sleep=0.25,x:b!raise")
+    monkeypatch.setattr(rundir, "_FAULTS", {"spec": None, "items": {}, "counts": {}})
+    for k in range(1, 5):
+        fault_point(f"step:{k}")
+    fault_point("x:a")
+    assert slept == [0.25, 0.25, 0.25]  # passes 2, 3 and 4
+    with pytest.raises(InjectedFault, match="x:b"):
+        fault_point("x:b")
+    fault_point("x:b")  # only the first pass raises
+
+
+def test_failed_run_is_recorded_and_retried_only_when_asked(tmp_path):
+    s = specs()[0]
+    try:
+        raise ValueError("bad\nshard")
+    except ValueError as e:
+        rec = write_failure(tmp_path, s, e)
+    on_disk = read_result(tmp_path)
+    assert on_disk == rec and rec.status == "failed" and rec.error == "ValueError: bad shard"
+    tb = (tmp_path / "traceback.txt").read_text()
+    assert rec.traceback == str((tmp_path / "traceback.txt").resolve()) and "raise ValueError" in tb and "bad" in tb
+    assert finished(tmp_path, s) and not finished(tmp_path, s, retry_failed=True)
+    # a result written before the traceback field existed reads, without one
+    d = json.loads((tmp_path / "result.json").read_text())
+    del d["traceback"]
+    (tmp_path / "result.json").write_text(json.dumps(d))
+    assert read_result(tmp_path).traceback is None and read_result(tmp_path).status == "failed"

@@ -298,3 +298,17 @@ def test_fsdp_mixed_precision_matches_one_process(tmp_path, prepared):
     for ra, rb in zip(a, b):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=2**-8)  # one rounding step of bf16 (fp16's is 2^-11)
     assert json.loads((tmp_path / "two" / "result.json").read_text())["precision"] == precision
+
+
+def test_ranks_from_torchrun_or_the_slurm_step():
+    from sweep.device import Dist, first_host
+
+    step = {"SLURM_JOB_ID": "4711", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "4",
+            "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "gpu[007-008]", "SLURM_JOB_NODELIST": "gpu[007-008]"}
+    assert Dist.from_env(step) == Dist(3, 4, 1, "tcp://gpu007:24711")
+    assert Dist.from_env({**step, "MASTER_ADDR": "h", "MASTER_PORT": "99"}).init_method == "tcp://h:99"
+    # torchrun inside a SLURM job: torchrun's variables (and its env:// rendezvous) win
+    assert Dist.from_env({**step, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == Dist(1, 2, 1, None)
+    # the batch script of a 4-task job (no srun step) is one process
+    assert Dist.from_env({k: v for k, v in step.items() if not k.startswith("SLURM_STEP")}) == Dist()
+    assert [first_host(s) for s in ("vm", "n[1-2]-ib,x", "a-1,b[3]")] == ["vm", "n1-ib", "a-1"]
