@@ -60,7 +60,7 @@ def section(name: str, d: Path, seconds: float) -> list[str]:
              "| N | D | LRs | best LR | SE (x/÷) | at an edge | rule's LR | DeepSeek's LR | rule / DeepSeek |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in res["profiles"]:
-        se = f"{math.exp(p['se_log_lr']):.2f}" if math.isfinite(p["se_log_lr"]) else "-"
+        se = f"{math.exp(p['se_log_lr']):.2f}" if p["se_log_lr"] is not None and math.isfinite(p["se_log_lr"]) else "-"
         lines.append(f"| {p['N']:.3g} | {p['D']:.3g} | {len(p['lrs'])} | {p['lr_opt']:.3g} | {se} | "
                      f"{'yes' if p['edge'] else 'no'} | {p['lr_rule']:.3g} | {p['lr_deepseek']:.3g} | "
                      f"{p['lr_rule'] / p['lr_deepseek']:.2f} |")
