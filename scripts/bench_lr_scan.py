@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {  # name: (experiment, overrides)
-    "stdlib": ("smoke", []),
+    "stdlib": ("smoke", ["recipe=default"]),  # the scan starts from the plain recipe, not the one it fits
     "code": ("cpu_sweep", ["data=github_code", "data.path=data_cache/corpora/github-code-like", "data.max_tokens=6e7"]),
     "prose": ("cpu_sweep", ["data=c4", "data.path=data_cache/corpora/c4-like", "data.max_tokens=6e7"]),
 }
