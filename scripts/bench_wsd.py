@@ -44,8 +44,11 @@ DESIGNS = {
     # apart share too few rungs: 0.73 for [3e11..4.8e12])
     "b": ["sweep.budgets=[3e11,4.2e11,6e11,8.5e11,1.2e12]", "sweep.sizes_per_budget=5", "sweep.horizons=[0.25,4]"],
 }
+COSINE = ["recipe.schedule=cosine", "sweep.forks=false"]
 FORKS = ["recipe.schedule=wsd", "sweep.forks=true"]
-COMMON = ["+experiment=smoke", "trainer.num_threads=1", "trainer.progress=false", "wandb.enabled=false"]
+# the smoke's grid and model at one plain recipe (lr 3e-3), not the smoke's own fitted recipe and forks
+COMMON = ["+experiment=smoke", "recipe=default", "hydra.callbacks.analysis.holdout_top=false", "trainer.num_threads=1",
+          "trainer.progress=false", "wandb.enabled=false"]
 
 
 def sweep(name: str, args: list[str], log: Path) -> Path:
@@ -127,19 +130,19 @@ def main(argv=None) -> int:
             raise SystemExit("error: data_cache/corpora/github-code-like is missing; build it with "
                              ".venv/bin/python ../shared/corpora/build.py --out data_cache/corpora")
         base = DATASETS[ds] + list(a.extra)
-        noise_dir = sweep(f"{ds}_noise", base + ["sweep.budgets=[1e12]", "sweep.sizes_per_budget=3", "sweep.size_span=4",
+        noise_dir = sweep(f"{ds}_noise", base + COSINE + ["sweep.budgets=[1e12]", "sweep.sizes_per_budget=3", "sweep.size_span=4",
                                                  "sweep.seeds=2"], log)
         sigma, n_pairs = noise_sigma(noise_dir)
         for design in a.designs:
             args = base + DESIGNS[design]
             with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-                cos_f = pool.submit(sweep, f"{ds}_{design}_cosine", args, log)
+                cos_f = pool.submit(sweep, f"{ds}_{design}_cosine", args + COSINE, log)
                 fork_f = pool.submit(sweep, f"{ds}_{design}_forks", args + FORKS, log)
                 cos_dir, fork_dir = cos_f.result(), fork_f.result()
             c = compare(cos_dir, fork_dir)
             deltas = np.array([p["delta"] for p in c["points"]])
             lines = [f"### {ds}, design ({design})", "",
-                     f"Overrides: `{' '.join(COMMON + args) or '(the smoke grid)'}`; forks add `{' '.join(FORKS)}`.", "",
+                     f"Overrides: `{' '.join(COMMON + args) or '(the smoke grid)'}`; cosine runs add `{' '.join(COSINE)}`, forks `{' '.join(FORKS)}`.", "",
                      f"- points: {len(c['points'])} ({c['n_trunks']} trunks); loss(fork) - loss(cosine): mean "
                      f"{deltas.mean():+.4f}, median {np.median(deltas):+.4f}, min {deltas.min():+.4f}, max {deltas.max():+.4f}; "
                      f"run-to-run noise of cosine runs: sigma = {sigma:.4f} ({n_pairs} points x 2 seeds at 1e12), so a "
