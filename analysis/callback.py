@@ -1,7 +1,9 @@
 """Hydra callback: fit the scaling laws when a multirun sweep ends.
 
 Configure with `hydra.callbacks.analysis._target_: analysis.callback.AnalyzeOnMultirunEnd`
-(optional keys: bootstrap, project, params, as for `python -m analysis`).
+(optional keys: bootstrap, project, params, as for `python -m analysis`; holdout_top: true also fits without each
+dataset's top budget and prints the prediction there against the measured profile, the `--holdout-top` self-check,
+written to <sweep dir>/holdout_top/).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from analysis.results import NoResultsError
+from analysis.fit import result_fits
 from analysis.run import DEFAULT_BOOTSTRAP, DEFAULT_PROJECTIONS, FIT_FILE, analyze, format_summary
+from analysis.validation import summary_lines
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +27,10 @@ class AnalyzeOnMultirunEnd(Callback):
     """Runs analyze(hydra.sweep.dir) after all jobs.  Never raises: the runs' results are
     already on disk, and the analysis can be redone with `python -m analysis <sweep dir>`."""
 
-    def __init__(self, bootstrap: int = DEFAULT_BOOTSTRAP, project=DEFAULT_PROJECTIONS, params: str = "total"):
+    def __init__(self, bootstrap: int = DEFAULT_BOOTSTRAP, project=DEFAULT_PROJECTIONS, params: str = "total",
+                 holdout_top: bool = False):
         self.kwargs = {"n_boot": int(bootstrap), "project": [float(c) for c in project], "params": str(params)}
+        self.holdout_top = bool(holdout_top)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("launch") is not None and config.launch.get("dry_run"):
@@ -45,6 +51,8 @@ class AnalyzeOnMultirunEnd(Callback):
             log.exception("analysis: crashed; rerun with `python -m analysis <sweep dir>`")
             return
         log.info("analysis: wrote %s/%s\n%s", sweep_dir, FIT_FILE, format_summary(result))
+        if self.holdout_top:
+            self._holdout_top(sweep_dir)
         if config.get("wandb") is not None and config.wandb.get("enabled"):
             try:
                 from omegaconf import OmegaConf
@@ -54,3 +62,15 @@ class AnalyzeOnMultirunEnd(Callback):
                 log_analysis_run(result, Path(sweep_dir), OmegaConf.to_object(config.wandb), str(config.sweep.name))
             except Exception:  # noqa: BLE001 - the fit is on disk; wandb trouble must not fail the sweep
                 log.exception("analysis: logging the fit to wandb failed")
+
+    def _holdout_top(self, sweep_dir: str) -> None:
+        """The --holdout-top self-check: predicted against measured at each dataset's top budget."""
+        try:
+            held = analyze(sweep_dir, holdout_top=True, **self.kwargs)
+        except Exception as e:  # noqa: BLE001 - a self-check must not fail the sweep (e.g. too few budgets)
+            log.warning("analysis: the --holdout-top self-check was not possible: %s", " ".join(str(e).split()))
+            return
+        lines = [f"{f['dataset']}: " + line if i == 0 else f"  {line}"
+                 for f in result_fits(held) if f.get("validation")
+                 for i, line in enumerate(summary_lines(f["validation"]))]
+        log.info("analysis: self-check (python -m analysis %s --holdout-top)\n%s", sweep_dir, "\n".join(lines))

@@ -329,6 +329,11 @@ def write_result(run_dir: Path, result: RunResult) -> None:
     write_json_atomic(Path(run_dir) / RESULT_FILE, result.to_dict())
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: its type, then its message with every run of whitespace made one space."""
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())
+
+
 def write_failure(run_dir: Path, spec, exc: BaseException) -> RunResult:
     """Record that ``spec``'s run raised ``exc``: its traceback in traceback.txt, then result.json with status
     ``failed``, the error and the traceback's path (both atomic; the traceback first, so a result never points at
@@ -341,7 +346,7 @@ def write_failure(run_dir: Path, spec, exc: BaseException) -> RunResult:
         f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     result = RunResult(run_id=spec.run_id, status="failed", kind=spec.kind, budget=spec.budget, trunk=spec.trunk,
                        params=spec.params, params_non_embedding=spec.params_non_embedding,
-                       error=f"{type(exc).__name__}: " + " ".join(str(exc).split()), traceback=str(tb.resolve()),
+                       error=error_line(exc), traceback=str(tb.resolve()),
                        spec=spec.to_dict())
     write_result(run_dir, result)
     return result

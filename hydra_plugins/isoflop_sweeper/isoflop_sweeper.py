@@ -95,12 +95,12 @@ def _forks_summary(sweep_dir: Path, plan, keep_checkpoints: bool) -> None:
 def _failure(sweep_dir: Path, run_id: str, exc: Exception) -> str:
     """One line for a run whose job raised: the error and traceback file its job recorded (sweep.job.run_job), else
     the exception as the launcher gave it (a job that died before it could record anything)."""
-    from sweep.rundir import read_result
+    from sweep.rundir import error_line, read_result
 
     r = read_result(sweep_dir / run_id)
     if r is not None and r.status == "failed" and r.error:
         return f"{run_id}: {r.error} (traceback: {r.traceback})"
-    return f"{run_id}: {type(exc).__name__}: " + " ".join(str(exc).split())
+    return f"{run_id}: {error_line(exc)}"
 
 
 class IsoFLOPSweeper(Sweeper):

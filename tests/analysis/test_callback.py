@@ -51,6 +51,27 @@ def test_callback_fits_and_never_raises(tmp_path, caplog, monkeypatch):
     assert not (tmp_path / "bug" / "fit.json").exists()
 
 
+def test_callback_holdout_top_prints_the_self_check_it_writes(tmp_path, caplog):
+    cb = AnalyzeOnMultirunEnd(bootstrap=50, holdout_top=True)
+    caplog.set_level(logging.INFO, logger="analysis.callback")
+    sweep = write_sweep(tmp_path / "ok", budgets=(1e12, 1e13, 1e14, 1e15))
+    cb.on_multirun_end(_hydra_config(sweep))
+    full = json.loads((sweep / "fit.json").read_text())
+    held = json.loads((sweep / "holdout_top" / "fit.json").read_text())
+    assert full["approach2"]["budgets"] == [1e12, 1e13, 1e14, 1e15] and "validation" not in full
+    v = held["validation"]  # fitted on the three lower budgets, checked at the top one
+    assert v["budget"] == 1e15 and v["fitted_budgets"] == [1e12, 1e13, 1e14]
+    assert "holdout check at C = 1e+15 (fitted on 1e+12, 1e+13, 1e+14)" in caplog.text
+    assert f"N_opt measured {v['N_opt_measured']:.3g}; predicted " in caplog.text
+    assert f"2: {v['N_opt_pred']['approach2']:.3g}" in caplog.text
+
+    caplog.clear()  # too few budgets below the top one: the sweep's fit stands, the self-check is a warning
+    two = write_sweep(tmp_path / "two", budgets=(1e12, 1e13))
+    cb.on_multirun_end(_hydra_config(two))
+    assert (two / "fit.json").exists() and not (two / "holdout_top").exists()
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"] and "self-check was not possible" in caplog.text
+
+
 def test_callback_in_a_real_hydra_multirun(tmp_path):
     # The callback as the project configures it: hydra.callbacks.analysis._target_.
     (tmp_path / "conf").mkdir()
