@@ -11,9 +11,9 @@ smallest, middle and largest model sizes, each at the shortest run that trains i
     nanoGPT   ../shared/anchors/nanogpt/model.py (imported from there at run time, never copied), bias off, dropout
               0, at the same d, L, heads, vocab, T and B, in the same bare loop
 
-The bare loop is forward, backward, grad-norm clip, AdamW step (the run's betas and weight decay; foreach, as the
-trainer on CPU), fp32, the same thread count as the trainer, over the run's own number of steps capped at
-``--max-steps``, after 10 untimed steps.  nanoGPT's MLP (4d, GELU) and our SwiGLU (d_ff near 8d/3, rounded to the
+The bare loop is forward, backward, grad-norm clip, AdamW step (the trainer's own optimizer,
+``sweep.train.build_optimizer``), fp32, the same thread count as the trainer, over the run's own number of steps
+capped at ``--max-steps``, after 10 untimed steps.  nanoGPT's MLP (4d, GELU) and our SwiGLU (d_ff near 8d/3, rounded to the
 preset's multiple) have nearly the same matmul FLOPs per token; the table gives both models' exact counts
 (Chinchilla App. F, models/flops.py; nanoGPT's learned position table adds no matmul).  Each figure is the median
 of ``--repeats`` rounds, the three ways interleaved within a round so that a change of machine load hits all three.
@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from models.flops import flops_per_token, param_counts  # noqa: E402
 from models.transformer import Transformer  # noqa: E402
+from sweep.train import build_optimizer  # noqa: E402
 
 NANOGPT = REPO.parent / "shared" / "anchors" / "nanogpt" / "model.py"
 WARMUP = 10
@@ -96,10 +97,7 @@ def nanogpt_flops_per_token(m) -> float:
 def bare_loop(model, spec, steps: int, forward) -> float:
     """Tokens per second of forward, backward, clip and AdamW over ``steps`` steps on random tokens."""
     r, m = spec.recipe, spec.model
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=r.lr, betas=(r.beta1, r.beta2), eps=1e-8, foreach=True)
+    opt = build_optimizer(model, spec, torch.device("cpu"))  # the trainer's AdamW: its groups, betas, eps, foreach
     g = torch.Generator().manual_seed(0)
     batches = torch.randint(m.vocab_size, (WARMUP + steps, r.batch_size, m.seq_len + 1), generator=g)
     model.train()
@@ -115,22 +113,20 @@ def bare_loop(model, spec, steps: int, forward) -> float:
     return steps * r.batch_size * m.seq_len / (time.perf_counter() - t0)
 
 
-def trainer_run(spec, data: Path, threads: int) -> dict:
+def trainer_run(spec, data: Path, threads: int) -> float:
     """``python -m sweep.train`` on ``spec`` in a fresh directory: the run's tokens over its wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "spec.json"
         f.write_text(json.dumps(spec.to_dict()))
         out = Path(tmp) / "run"
-        t0 = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", "sweep.train", "--spec", str(f), "--data", str(data), "--out", str(out),
                             "--trainer", json.dumps({"progress": False, "num_threads": threads})],
                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
         if p.returncode != 0:
             raise SystemExit(f"error: python -m sweep.train failed on {spec.run_id} (rc {p.returncode}): "
                              + (p.stderr.strip().splitlines() or ["no output"])[-1])
-        process_s = time.perf_counter() - t0
         res = json.loads((out / "result.json").read_text())
-    return {"tok_s": res["tokens"] / res["wall_time_s"], "wall_s": res["wall_time_s"], "process_s": process_s}
+    return res["tokens"] / res["wall_time_s"]
 
 
 def main(argv=None) -> int:
@@ -152,7 +148,7 @@ def main(argv=None) -> int:
         steps = min(spec.steps, a.max_steps)
         got = {"trainer": [], "ours": [], "nanogpt": []}
         for rep in range(a.repeats):
-            got["trainer"].append(trainer_run(spec, data, a.threads)["tok_s"])
+            got["trainer"].append(trainer_run(spec, data, a.threads))
             ours = Transformer(m, seed=0)
             got["ours"].append(bare_loop(ours, spec, steps, lambda mod, x, y: mod(x, y)))
             ng = nanogpt_model(nano, m)

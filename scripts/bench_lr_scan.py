@@ -32,7 +32,7 @@ SCAN = ["sweep.mode=lr_scan", "sweep.scan.sizes=4", "sweep.scan.lrs=5", "sweep.s
         "sweep.forks=true", "recipe.lr_rule=constant", "recipe.lr=3e-3", "trainer.num_threads=1", "trainer.progress=false"]
 
 
-def scan(name: str, max_flops: float) -> tuple[Path, float]:
+def scan(name: str, max_flops: float) -> tuple[Path, float, float]:
     exp, extra = DATASETS[name]
     d = REPO / "outputs" / "bench_lr_scan" / name
     cmd = [sys.executable, "-m", "sweep", f"+experiment={exp}", *extra, *SCAN, f"sweep.scan.max_flops={max_flops:g}",
