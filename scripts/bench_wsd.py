@@ -47,8 +47,9 @@ DESIGNS = {
 COSINE = ["recipe.schedule=cosine", "sweep.forks=false"]
 FORKS = ["recipe.schedule=wsd", "sweep.forks=true"]
 # the smoke's grid and model at one plain recipe (lr 3e-3), not the smoke's own fitted recipe and forks
+# one run after another (hydra/launcher=basic): the two sweeps of a pair run side by side, one core each
 COMMON = ["+experiment=smoke", "recipe=default", "hydra.callbacks.analysis.holdout_top=false", "trainer.num_threads=1",
-          "trainer.progress=false", "wandb.enabled=false"]
+          "hydra/launcher=basic", "trainer.progress=false", "wandb.enabled=false"]
 
 
 def sweep(name: str, args: list[str], log: Path) -> Path:

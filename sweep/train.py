@@ -53,7 +53,7 @@ from sweep.checkpoint import (StopSignals, full_state_dict, load_branch_checkpoi
                               save_checkpoint, save_torch_atomic)
 from sweep.data.loader import TokenData
 from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler, join_ranks,
-                          max_op, mfu, peak_flops_per_s, pick_precision, rank_device, scheduler_ids, sync, to_device)
+                          keep_cpu_memory, max_op, mfu, peak_flops_per_s, pick_precision, rank_device, scheduler_ids, sync, to_device)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
                           last_val_loss, read_metrics, truncate_metrics, write_result)
@@ -181,8 +181,10 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     dist = Dist.from_env()
     tracker = tracker if dist.main else None
     device = rank_device(cfg.device, cfg.device_index, dist)
-    if device.type == "cpu" and cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    if device.type == "cpu":
+        keep_cpu_memory()  # reuse freed activation memory instead of page-faulting it in again every step
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
     if spec.model.vocab_size < data.vocab_size:
         raise ValueError(f"model vocab {spec.model.vocab_size} < tokenizer vocab {data.vocab_size}; re-plan with this data")
     r = spec.recipe
