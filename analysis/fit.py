@@ -43,6 +43,24 @@ def _power_law_samples(a, a0, C):
         return 10.0 ** (a * math.log10(C) + a0)
 
 
+BAND_POINTS = 41  # C values of a power law's interval band (the figures' shaded band around the fitted line)
+BAND_PAD = 0.5  # decades of C past the budgets and projections (the figures extend their lines 0.3: plots.C_PAD)
+
+
+def _band(b: dict, c_values, axis, level) -> dict:
+    """A power law's pointwise interval: at each C, the percentile interval of the bootstrap fits' N_opt(C) and of
+    their D_opt(C) (the same rule as every projection's interval, _projection)."""
+    logs = np.log10([c for c in c_values if c and c > 0])
+    cs = np.logspace(logs.min() - BAND_PAD, logs.max() + BAND_PAD, BAND_POINTS)
+    n_ci, d_ci = [], []
+    for C in cs:
+        ns = _power_law_samples(b["a"], b["a0"], C)
+        n_ci.append(percentile_ci(ns, level))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d_ci.append(percentile_ci(axis.tokens(C, ns), level))
+    return {"flops": cs.tolist(), "N_ci": n_ci, "D_ci": d_ci}
+
+
 def _fit_approach1(ds: Dataset, rows, N, n_boot, rng, level):
     why = approach1.approach1_skip_reason(ds.curves, [r["run_id"] for r in rows])
     if why:
@@ -280,6 +298,12 @@ def fit_dataset(ds: Dataset, *, params: str = "total", project=DEFAULT_PROJECTIO
             f2["loss_law"] = {**law, "form": power_law_form(nb)}
 
     out["projections"] = [_projection(out, boots, C, axis, ci_level, e_hold) for C in project]
+    c_values = [r["budget"] for r in iso_rows if r["budget"]] + project
+    if out["approach1"]:
+        c_values += list(out["approach1"]["flops_range"])
+    for name in ("approach1", "approach2"):
+        if out[name] and boots.get(name):
+            out[name]["band"] = _band(boots[name], c_values, axis, ci_level)
     out["agreement"] = agreement(out)
     # Run-to-run noise from repeated grid points (sweep.seeds > 1), set against the isoFLOP profiles
     out["noise"] = approach2.repeat_noise([r["budget"] for r in iso_rows], iso_N, [r["loss"] for r in iso_rows],

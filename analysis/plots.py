@@ -82,6 +82,7 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
     else:
         line = predict(fit, c_line)[0 if which == "N" else 1]
     ax.plot(c_line, line, color="black", lw=1, ls="--", gid="fit", label=label)
+    _band(ax, fit.get("band"), which, c_line)
     ax.scatter(c_pts, y_pts, s=size, c=colours, edgecolors="black" if size > 20 else "none", zorder=3,
                gid="optima")
     ordered = sorted(projections, key=lambda q: q["flops"])
@@ -109,6 +110,24 @@ def _projection_panel(ax, c_pts, y_pts, colours, fit, predict, which: str, proje
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)  # never on top of a point
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _band(ax, band, which: str, c_line):
+    """The fitted law's interval (analysis.fit._band: the bootstrap fits' percentile interval at each C), shaded
+    along the line, interpolated in log-log between the band's C values."""
+    if not band:
+        return
+    c = np.asarray(band["flops"], dtype=float)
+    ci = [v if v else [np.nan, np.nan] for v in band[f"{which}_ci"]]
+    lo, hi = np.array([v[0] for v in ci], dtype=float), np.array([v[1] for v in ci], dtype=float)
+    ok = np.isfinite(lo) & np.isfinite(hi) & (lo > 0) & (hi > 0)
+    if ok.sum() < 2:
+        return
+    x = np.log10(c_line)
+    lo_line = 10.0 ** np.interp(x, np.log10(c[ok]), np.log10(lo[ok]))
+    hi_line = 10.0 ** np.interp(x, np.log10(c[ok]), np.log10(hi[ok]))
+    ax.fill_between(c_line, lo_line, hi_line, color="grey", alpha=0.25, lw=0, gid="band",
+                    label="interval (bootstrap)")
 
 
 def _same(a: float, b: float) -> bool:

@@ -178,6 +178,9 @@ def render(runs: dict) -> str:
             L.append(f"- {r['name']}: a - a(seed 0) = **{d:+.3f}** (target within +-0.1: "
                      f"{'met' if abs(d) <= 0.1 else 'missed'}).")
         L.append("")
+    reading = MD.with_name("smoke_seeds_reading.md")  # the hand-written reading of these numbers, if any
+    if reading.exists():
+        L += [reading.read_text()]
     return "\n".join(L)
 
 

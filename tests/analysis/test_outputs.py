@@ -175,6 +175,38 @@ def test_figures_data(sweep):
     plots.figure_png(fig)
 
 
+def test_power_law_bands_bracket_the_fit_and_widen_away_from_the_data(sweep):
+    from analysis import approach1, approach2
+
+    fit = fit_dataset(load_dataset(sweep), project=[5.76e23, 1e24], n_boot=50)
+    plot = fit.pop("_plot")
+    budgets, axis = fit["approach2"]["budgets"], plot["axis"]
+    for name, predict in (("approach1", approach1.predict), ("approach2", approach2.predict)):
+        band = fit[name]["band"]
+        c = np.array(band["flops"])
+        assert len(c) == 41 and c[0] < min(budgets) / 3 and c[-1] > 1e24 * 3  # past the data and the projections
+        n_line = predict(fit[name], c)[0]
+        d_line = axis.tokens(c, n_line)  # the figures' D line: C / fpt(N_opt(C)), as every projection
+        for key, line in (("N_ci", n_line), ("D_ci", d_line)):
+            lo, hi = np.array(band[key]).T
+            assert np.all(lo <= line * (1 + 1e-9)) and np.all(line <= hi * (1 + 1e-9)), (name, key)
+            width = np.log10(hi / lo)
+            mid = np.argmin(abs(np.log10(c) - np.mean(np.log10(budgets))))
+            # tightest among the budgets, fanning out towards the projections (the exponent's spread times log C)
+            assert width[-1] > 3 * width[mid], (name, key)
+        # at C = 5.76e23 the band agrees with that projection's own interval (the same bootstrap fits; log-log
+        # interpolation between the band's C values)
+        proj = fit["projections"][0][name]["N_ci"]
+        got = [10 ** np.interp(np.log10(5.76e23), np.log10(c), np.log10(np.array(band["N_ci"])[:, k])) for k in (0, 1)]
+        assert got == pytest.approx(proj, rel=0.05), name
+
+    # each N_opt and D_opt panel shades its band once
+    for fig in (plots.isoflop_figure([plots.isoflop_panel(fit, plot)]),
+                plots.envelope_figure([plots.envelope_panel(fit, plot)])):
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert [sum(a.get_gid() == "band" for a in ax.get_children()) for ax in axes] == [0, 1, 1]
+
+
 def test_human_labels():
     assert [plots.human(v) for v in (67e9, 1.5e12, 4e8, 8.01e4, 12.0, 2.2e15)] == \
         ["67B", "1.5T", "400M", "80.1K", "12", "2.2e+15"]
