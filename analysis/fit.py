@@ -47,18 +47,19 @@ BAND_POINTS = 41  # C values of a power law's interval band (the figures' shaded
 BAND_PAD = 0.5  # decades of C past the budgets and projections (the figures extend their lines 0.3: plots.C_PAD)
 
 
+def _samples_ci(ns, C, axis, level):
+    """(N_ci, D_ci) at compute C from bootstrap fits' N_opt(C) samples: D_opt = C / fpt(N_opt) for each."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return percentile_ci(ns, level), percentile_ci(axis.tokens(C, ns), level)
+
+
 def _band(b: dict, c_values, axis, level) -> dict:
     """A power law's pointwise interval: at each C, the percentile interval of the bootstrap fits' N_opt(C) and of
     their D_opt(C) (the same rule as every projection's interval, _projection)."""
     logs = np.log10([c for c in c_values if c and c > 0])
     cs = np.logspace(logs.min() - BAND_PAD, logs.max() + BAND_PAD, BAND_POINTS)
-    n_ci, d_ci = [], []
-    for C in cs:
-        ns = _power_law_samples(b["a"], b["a0"], C)
-        n_ci.append(percentile_ci(ns, level))
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            d_ci.append(percentile_ci(axis.tokens(C, ns), level))
-    return {"flops": cs.tolist(), "N_ci": n_ci, "D_ci": d_ci}
+    n_ci, d_ci = zip(*(_samples_ci(_power_law_samples(b["a"], b["a0"], C), C, axis, level) for C in cs))
+    return {"flops": cs.tolist(), "N_ci": list(n_ci), "D_ci": list(d_ci)}
 
 
 def _fit_approach1(ds: Dataset, rows, N, n_boot, rng, level):
@@ -183,9 +184,7 @@ def _projection(out, boots, C, axis, level, e_hold):
         b = boots.get(name)
         if b:
             ns = allocate(b, C, axis)[0] if name == "approach3" else _power_law_samples(b["a"], b["a0"], C)
-            entry[name]["N_ci"] = percentile_ci(ns, level)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                entry[name]["D_ci"] = percentile_ci(axis.tokens(C, ns), level)
+            entry[name]["N_ci"], entry[name]["D_ci"] = _samples_ci(ns, C, axis, level)
     loss = {}
     f3 = out["approach3"]
     if entry["approach3"]:

@@ -165,8 +165,7 @@ def render(runs: dict) -> str:
                      f"{max(err):+.2f}% (mean {statistics.mean(err):+.2f}%).")
         L.append("")
     priors = sorted((r for r in fits if r["name"].startswith("prior")), key=lambda r: r["name"])
-    seeds = seeds if seeds else []
-    base = next((r for r in seeds if r["name"].startswith("seed0")), None) if seeds else runs.get("seed0")
+    base = next((r for r in seeds if r["name"].startswith("seed0")), None)
     if priors and base and base["rc"] == 0:
         L += ["## Prior independence (seed 0)", "", "| run | A2 a | A2 b | A1 a | A3 a | vertices (budget: offset) | "
               "all inside | wall |", "|---|---|---|---|---|---|---|---|", row(base)]

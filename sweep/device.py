@@ -105,7 +105,7 @@ def keep_cpu_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 3
     By default glibc serves every allocation above a dynamic threshold (128 KiB to start) with its own mmap and
     unmaps it on free, so each training step's activations and gradients come back as fresh pages: a page fault
     per 4 KiB, every step.  On 2 CPU cores that was a quarter of a tiny-preset step (20k params, one thread: 58.6k
-    tok/s, 640k minor faults per 400 steps; with these settings 73-77k tok/s and 73k faults; benchmarks/cpu_threads.md).
+    tok/s, 640k minor faults per 400 steps; with these settings 73-77k tok/s and 73k faults; benchmarks/cpu_throughput.md).
     32 MiB is the largest threshold glibc accepts (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit); larger blocks still mmap.
     Not glibc (macOS, musl): nothing happens and it returns False.
     """
