@@ -2,16 +2,17 @@
 
 Used by tests/analysis/test_calibration.py and scripts/bench_calibration.py (results: benchmarks/fit_calibration.md).
 
-Design: the real first pass of benchmarks/cpu_sweep/ (conf/experiment/cpu_sweep.yaml), planned by sweep.plan itself:
+Design: the real first pass of the first CPU study (benchmarks/cpu_sweep_v1/; conf/experiment/cpu_sweep.yaml as of
+commit a2cddb8), planned by sweep.plan itself:
 the same ladder (head_dim 8, aspect ratio 32, tied embeddings, at least 2 layers; a 2048-token vocabulary), the
 same recipe (seq_len 128, DeepSeek's batch rule) and grid (5 sizes over a 16x span around the 20 tokens-per-
 parameter prior), so each profile has the ladder's uneven rungs, its dropped points and its drift off the true
 optimum.  Every run's D is its planned tokens, on the exact App. F count (analysis.compute's ladder axis).
 
-Truth: CODE_SURFACE, Approach 3 on the committed code sweep's runs with >= 4 tokens per parameter.  The targets are
+Truth: CODE_SURFACE, Approach 3 on that study's code runs with >= 4 tokens per parameter.  The targets are
 the surface's own compute-optimal exponents on the same axis over the design's budgets (analysis.compute), and its
-N_opt at 10x the top budget.  Noise: Gaussian, additive in nats, SD sigma; CPU_SIGMA is what the committed sweeps
-measure (they have no seed repeats, so it is the pooled residual SD of their parabolas, lack of fit included).
+N_opt at 10x the top budget.  Noise: Gaussian, additive in nats, SD sigma; CPU_SIGMA is what that study's sweeps
+measured (they had no seed repeats, so it is the pooled residual SD of their parabolas, lack of fit included).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ CPU_LADDER = LadderConfig(head_dim=8, aspect_ratio=32, tie_embeddings=True, min_
 CPU_RECIPE = RecipeConfig(seq_len=128, min_steps=50, lr_rule="deepseek", batch_rule="deepseek")
 CPU_VOCAB = 2048
 CPU_BUDGETS = {3: (1e12, 3e12, 1e13), 4: (3e11, 1e12, 3e12, 1e13), 5: (3e11, 1e12, 3e12, 1e13, 3e13)}
-# python -m analysis code=benchmarks/cpu_sweep/results.csv (code rows), Approach 3 at >= 4 tokens/param (24 runs)
+# python -m analysis code=benchmarks/cpu_sweep_v1/results.csv (code rows), Approach 3 at >= 4 tokens/param (24 runs)
 CODE_SURFACE = {"E": 2.6279, "A": 205.05, "B": 620.19, "alpha": 0.4909, "beta": 0.4512}
-# Pooled residual SD of the parabolas of benchmarks/cpu_sweep/results.csv, every budget with >= 4 sizes
+# Pooled residual SD of the parabolas of benchmarks/cpu_sweep_v1/results.csv, every budget with >= 4 sizes
 # (scripts/bench_calibration.py noise): code 0.114 nats (11 dof), prose 0.184 nats (11 dof).
 CPU_SIGMA = {"code": 0.114, "prose": 0.184}
 METHODS = ("parametric", "within", "pooled")

@@ -1,4 +1,4 @@
-"""Benchmarks for issue 19's fits: interval coverage on our CPU design, Approach 3's starts, the committed code sweep.
+"""Benchmarks for issue 19's fits: interval coverage on our CPU design, Approach 3's starts, the first CPU study's code sweep.
 
     python scripts/bench_calibration.py noise             # the noise SD the committed CPU sweeps measure
     python scripts/bench_calibration.py coverage          # Approach 2's 80% intervals: coverage on the CPU design
@@ -36,7 +36,7 @@ from analysis.synthetic import CHINCHILLA, isoflop_design  # noqa: E402
 from models.flops import param_counts  # noqa: E402
 from models.ladder import ladder  # noqa: E402
 
-CPU_RESULTS = ROOT / "benchmarks" / "cpu_sweep" / "results.csv"
+CPU_RESULTS = ROOT / "benchmarks" / "cpu_sweep_v1" / "results.csv"  # the first CPU study (its README)
 EPOCH_CSV = ROOT / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"
 
 
@@ -147,8 +147,8 @@ def _time(fn) -> float:
 
 
 def code_dataset():
-    """The committed code sweep's runs (results.csv) with their model shapes: the CPU sweep's ladder
-    (conf/experiment/cpu_sweep.yaml) has one rung per parameter count, and each run's FLOPs per token must equal
+    """The first CPU study's code runs (benchmarks/cpu_sweep_v1/results.csv) with their model shapes: its
+    ladder (conf/experiment/cpu_sweep.yaml as of a2cddb8) has one rung per parameter count, and each run's FLOPs per token must equal
     that rung's exact count (analysis.compute checks it), so the sweep's own axis is rebuilt exactly."""
     ds = load_dataset(CPU_RESULTS, "code")
     shapes = {param_counts(s)["params"]: s for s in ladder(CPU_VOCAB, CPU_RECIPE.seq_len, CPU_LADDER)}
@@ -160,7 +160,7 @@ def code_dataset():
 
 
 def code_sweep(args) -> None:
-    print("## The committed code sweep: Approach 3 before and after, and the hold-out check\n")
+    print("## The first CPU study's code sweep: Approach 3 before and after, and the hold-out check\n")
     print(f"Data: the `code` rows of `{CPU_RESULTS.relative_to(ROOT)}` (45 runs: 23 grid, 22 horizon).  "
           f"{args.boot} bootstrap resamples, seed 0.\n")
     ds = code_dataset()

@@ -38,7 +38,7 @@ def test_bias_warned_when_the_surface_agrees(fits):
 
 def test_bias_not_assessed_when_the_surface_disagrees(fits):
     (C, N, D), f2, f3 = fits
-    # Approach 3's interval for a far from Approach 2's: as on the committed code sweep before the filter
+    # Approach 3's interval for a far from Approach 2's: as on the first CPU study's code sweep before the filter
     res = {"approach2": with_ci(f2, (0.42, 0.6), (0.48, 0.63)), "approach3": with_ci(f3, (0.08, 0.23), (0.77, 0.92))}
     assert surface_agrees(res) is False
     bias = approach2_bias(C, N, D, res["approach2"], res["approach3"], axis=cpu_axis(), surface_agrees=False)
