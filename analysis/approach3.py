@@ -283,6 +283,8 @@ def approach3_skip_reason(N, D) -> str | None:
 
 
 MAX_EXPONENT = 10.0  # alpha or beta above this is a run-away fit, not a power law (Chinchilla's init grid: 0-2)
+# E = exp(e) is bounded below by 0 only; an E below this share of the lowest loss is at that bound
+E_BOUND_SHARE = 1e-3
 
 
 def params_from_theta(theta) -> dict:
@@ -380,7 +382,16 @@ def fit_approach3(N, D, L, *, method: str = DEFAULT_METHOD, delta: float = DELTA
                          "add model sizes or budgets")
     best, best_f = finite[0]
     out = params_from_theta(best)
+    # A fit that drives E to 0 has let A/N^alpha stand in for the irreducible loss: these runs do not identify E,
+    # and the exponents (so a and b) lean on that trade.  It is still the objective's best fit: warn, not refuse.
+    warnings = []
+    if out["E"] < E_BOUND_SHARE * float(L.min()):
+        warnings.append(f"E = {out['E']:.2g} is at its bound of 0 (below {E_BOUND_SHARE:.1%} of the lowest loss, "
+                        f"{float(L.min()):.4g}): these runs do not identify the irreducible loss, which "
+                        f"A/N^alpha (alpha = {out['alpha']:.3g}) absorbs, so Approach 3's a and b lean on that; "
+                        "add budgets, or read Approaches 1 and 2")
     out.update({
+        "warnings": warnings,
         "objective": best_f,
         "n_runs": int(len(N)),
         "theta": [float(v) for v in best],

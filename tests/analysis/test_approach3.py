@@ -81,6 +81,17 @@ def test_noise_free_surface_recovered_exactly():
     assert fit["objective"] < 1e-12
 
 
+def test_irreducible_loss_at_its_bound_is_warned():
+    # a surface with no irreducible loss: the fit can only put E at its bound of 0, and says so; Chinchilla's
+    # surface (E = 1.69) is fitted without the warning
+    N, D = design(n_budgets=4, sizes=6)
+    no_e = {**TRUE, "E": 0.0}
+    fit = fit_approach3(N, D, predict_loss(no_e, N, D))
+    assert fit["E"] < 1e-3 * predict_loss(no_e, N, D).min()
+    assert len(fit["warnings"]) == 1 and "E = " in fit["warnings"][0] and "at its bound of 0" in fit["warnings"][0]
+    assert fit_approach3(N, D, predict_loss(TRUE, N, D))["warnings"] == []
+
+
 def test_noisy_surface_exponents_recovered():
     # 240 runs, 1% multiplicative noise: the exponents come back to within a few hundredths.
     N, D = design(n_budgets=6, sizes=40)
