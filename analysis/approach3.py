@@ -384,10 +384,10 @@ def fit_approach3(N, D, L, *, method: str = DEFAULT_METHOD, delta: float = DELTA
     out = params_from_theta(best)
     # A fit that drives E to 0 has let A/N^alpha stand in for the irreducible loss: these runs do not identify E,
     # and the exponents (so a and b) lean on that trade.  It is still the objective's best fit: warn, not refuse.
-    warnings = []
-    if out["E"] < E_BOUND_SHARE * float(L.min()):
+    warnings, l_min = [], float(L.min())
+    if out["E"] < E_BOUND_SHARE * l_min:
         warnings.append(f"E = {out['E']:.2g} is at its bound of 0 (below {E_BOUND_SHARE:.1%} of the lowest loss, "
-                        f"{float(L.min()):.4g}): these runs do not identify the irreducible loss, which "
+                        f"{l_min:.4g}): these runs do not identify the irreducible loss, which "
                         f"A/N^alpha (alpha = {out['alpha']:.3g}) absorbs, so Approach 3's a and b lean on that; "
                         "add budgets, or read Approaches 1 and 2")
     out.update({

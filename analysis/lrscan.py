@@ -176,7 +176,10 @@ def scan_outputs(sweep_dir: Path, recipe_section: dict) -> dict:
     recipe = {**recipe_section, "lr_rule": "power", "lr": rule["lr0"], "lr_n0": rule["n0"], "lr_p": rule["p"],
               "lr_d0": rule["d0"], "lr_q": rule["q"]}
     yaml = OmegaConf.to_yaml(OmegaConf.create(recipe))
-    head = (f"# Fitted by the LR scan in {sweep_dir} (python -m sweep ... sweep.mode=lr_scan):\n"
+    # the scan's folder as the user named it from here (relative when inside the working directory), so a recipe
+    # copied into conf/recipe/ does not carry this machine's absolute path
+    shown = sweep_dir.relative_to(Path.cwd()) if sweep_dir.is_relative_to(Path.cwd()) else sweep_dir
+    head = (f"# Fitted by the LR scan in {shown} (python -m sweep ... sweep.mode=lr_scan):\n"
             f"#   lr = {rule['lr0']:.4g} * (N / {rule['n0']:.4g})^-{rule['p']:.4f} * (D / {rule['d0']:.4g})^{rule['q']:.4f}\n"
             f"#   p = {rule['p']:.4f} +- {rule['p_se']:.4f}" + (f", q = {rule['q']:.4f} +- {rule['q_se']:.4f}" if rule["q_fitted"]
                                                              else ", q = 0 (not fitted: one length per size)") + "\n")

@@ -1,6 +1,7 @@
-"""Benchmarks for issue 19's fits: interval coverage on our CPU design, Approach 3's starts, the first CPU study's code sweep.
+"""Benchmarks for issue 19's fits: interval coverage on our CPU design, Approach 3's starts, and the first CPU
+study's code sweep (benchmarks/cpu_sweep_v1/).
 
-    python scripts/bench_calibration.py noise             # the noise SD the committed CPU sweeps measure
+    python scripts/bench_calibration.py noise             # the noise SD the first CPU study's sweeps measure
     python scripts/bench_calibration.py coverage          # Approach 2's 80% intervals: coverage on the CPU design
     python scripts/bench_calibration.py approach3-init    # variable projection vs Chinchilla's grid, same objective
     python scripts/bench_calibration.py code-sweep        # Approach 3 before/after, and --holdout-top at 1e13
@@ -147,9 +148,9 @@ def _time(fn) -> float:
 
 
 def code_dataset():
-    """The first CPU study's code runs (benchmarks/cpu_sweep_v1/results.csv) with their model shapes: its
-    ladder (conf/experiment/cpu_sweep.yaml as of a2cddb8) has one rung per parameter count, and each run's FLOPs per token must equal
-    that rung's exact count (analysis.compute checks it), so the sweep's own axis is rebuilt exactly."""
+    """The first CPU study's code runs (benchmarks/cpu_sweep_v1/results.csv) with their model shapes: its ladder
+    (conf/experiment/cpu_sweep.yaml as of a2cddb8) has one rung per parameter count, and each run's FLOPs per token
+    must equal that rung's exact count (analysis.compute checks it), so the sweep's own axis is rebuilt exactly."""
     ds = load_dataset(CPU_RESULTS, "code")
     shapes = {param_counts(s)["params"]: s for s in ladder(CPU_VOCAB, CPU_RECIPE.seq_len, CPU_LADDER)}
     for r in ds.rows:
