@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml Makefile
 smoke: install
 	$(PY) -m sweep +experiment=smoke
 
+# one pytest worker per core, a test file per worker at a time (its module fixtures built once): 20 min -> 12 on 2 cores
 test: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # benchmarks/cpu_sweep/: isoFLOP sweeps on prose and code from ../shared/corpora (~1-1.5 h on 2 cores)
 cpu-sweep: install
