@@ -71,6 +71,12 @@ def test_forks_sweep_trains_each_fork_from_its_trunk(forks_sweep):
         assert metrics[-1]["step"] == t.steps == max(t.branch_steps)
         assert {m["lr"] for m in metrics if m["step"] > t.warmup_steps} == {t.recipe.lr}
         assert not list((sweep_dir / rid).glob("checkpoints/*.pt"))  # branch checkpoints removed once its forks are done
+    # the basic launcher trains one run at a time: trunks, then forks, each phase longest first
+    started = sorted(plan, key=lambda rid: read_attempts(sweep_dir / rid)[0]["time"])
+    assert [plan[rid].kind for rid in started] == ["trunk"] * len(trunks) + ["fork"] * len(forks)
+    for phase in (started[:len(trunks)], started[len(trunks):]):
+        spent = [plan[rid].flops_spent for rid in phase]
+        assert spent == sorted(spent, reverse=True) and spent[0] > spent[-1], phase
 
 
 def test_a_fork_equals_the_standalone_wsd_run_of_its_length(forks_sweep, tmp_path):
