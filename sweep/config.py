@@ -24,6 +24,9 @@ from sweep.tracking import WandbConfig
 from sweep.train import TrainerConfig
 
 
+LAUNCH_ORDERS = ("plan", "longest_first")
+
+
 @dataclass
 class LaunchConfig:
     """The ``launch`` section: how the sweeper runs a sweep, never what it trains (not part of its identity)."""
@@ -36,6 +39,7 @@ class LaunchConfig:
     device: Optional[str] = None  # the dry run's GPU-hours and memory flags on this GPU: H100, H100 PCIe, H200, A100, A100 40GB, B200
     assumed_mfu: float = 0.4  # MFU (on matmul FLOPs) assumed for the GPU-hours
     gpus_per_run: int = 1  # the dry run's memory per GPU: each run data-parallel (trainer.parallel) over this many GPUs
+    order: str = "plan"  # each launch call's runs in the plan's order, or longest_first (by the FLOPs each trains)
 
     def __post_init__(self):
         from sweep.cost import check_device
@@ -45,6 +49,8 @@ class LaunchConfig:
             raise ValueError(f"launch.assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
         if self.gpus_per_run < 1:
             raise ValueError(f"launch.gpus_per_run must be >= 1, got {self.gpus_per_run}")
+        if self.order not in LAUNCH_ORDERS:
+            raise ValueError(f"launch.order must be one of {', '.join(LAUNCH_ORDERS)}, got {self.order!r}")
 
 
 @dataclass

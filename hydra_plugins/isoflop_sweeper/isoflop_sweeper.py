@@ -284,18 +284,21 @@ class IsoFLOPSweeper(Sweeper):
     def _launch(self, arguments, todo, sweep_dir):
         """Launch the runs to train in two launcher calls, trunks and other runs first, then the forks: a fork needs its
         trunk's checkpoint, and no job may wait for another job's output inside one call (joblib and SLURM array
-        limits would deadlock).  Within each call the longest runs go first (by the FLOPs each trains itself): with
-        more runs than workers a long run started last would leave the other workers idle while it finishes."""
+        limits would deadlock).  With ``launch.order=longest_first`` the longest runs of each call go first (by the
+        FLOPs each trains itself): with more runs than workers a long run started last would leave the other workers
+        idle while it finishes."""
         import time
 
         from sweep.rundir import fault_point, finished, read_plan, read_result
 
         plan = read_plan(sweep_dir)
+        order = section(self.config, "launch").order
 
-        def longest_first(runs):  # a stable sort: equal runs keep the plan's order
-            return sorted(runs, key=lambda s: -s.flops_spent)
+        def ordered(runs):  # longest_first: a stable sort, equal runs keep the plan's order
+            runs = list(runs)
+            return sorted(runs, key=lambda s: -s.flops_spent) if order == "longest_first" else runs
 
-        phases = [longest_first(s for s in todo if not s.trunk), longest_first(s for s in todo if s.trunk)]
+        phases = [ordered(s for s in todo if not s.trunk), ordered(s for s in todo if s.trunk)]
         returns, failed, trained_s, idx = [], [], 0.0, 0
         t0 = time.perf_counter()
         for k, phase in enumerate(phases):

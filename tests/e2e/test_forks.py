@@ -23,8 +23,9 @@ GRID = ["sweep.budgets=[3e9,1e10,2e10]", "sweep.sizes=[1.4e4,3.7e4,7e4]", "recip
 @pytest.fixture(scope="module")
 def forks_sweep(tmp_path_factory, corpus_dir):
     tmp = tmp_path_factory.mktemp("forks")
-    out = finish(launch(sweep_args(tmp, corpus_dir, "f", *GRID, "sweep.forks=true", "wandb.enabled=true",
-                                   "wandb.project=test"), env={"WANDB_MODE": "offline"}), timeout=900)
+    out = finish(launch(sweep_args(tmp, corpus_dir, "f", *GRID, "sweep.forks=true", "launch.order=longest_first",
+                                   "wandb.enabled=true", "wandb.project=test"), env={"WANDB_MODE": "offline"}),
+                 timeout=900)
     return tmp, tmp / "f", out
 
 
@@ -71,7 +72,7 @@ def test_forks_sweep_trains_each_fork_from_its_trunk(forks_sweep):
         assert metrics[-1]["step"] == t.steps == max(t.branch_steps)
         assert {m["lr"] for m in metrics if m["step"] > t.warmup_steps} == {t.recipe.lr}
         assert not list((sweep_dir / rid).glob("checkpoints/*.pt"))  # branch checkpoints removed once its forks are done
-    # the basic launcher trains one run at a time: trunks, then forks, each phase longest first
+    # the basic launcher trains one run at a time: trunks, then forks, each phase longest first (launch.order)
     started = sorted(plan, key=lambda rid: read_attempts(sweep_dir / rid)[0]["time"])
     assert [plan[rid].kind for rid in started] == ["trunk"] * len(trunks) + ["fork"] * len(forks)
     for phase in (started[:len(trunks)], started[len(trunks):]):

@@ -133,6 +133,9 @@ def test_launch_keys_are_checked():
         LaunchConfig(assumed_mfu=1.5)
     with pytest.raises(ValueError, match="gpus_per_run"):
         LaunchConfig(gpus_per_run=0)
+    assert LaunchConfig().order == "plan" and LaunchConfig(order="longest_first").order == "longest_first"
+    with pytest.raises(ValueError, match="launch.order must be one of plan, longest_first, got 'fastest'"):
+        LaunchConfig(order="fastest")
 
 
 def test_several_gpus_per_run_shard_or_split_the_batch():
