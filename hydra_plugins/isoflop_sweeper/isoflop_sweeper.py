@@ -289,6 +289,7 @@ class IsoFLOPSweeper(Sweeper):
         idle while it finishes."""
         import time
 
+        from sweep.config import section
         from sweep.rundir import fault_point, finished, read_plan, read_result
 
         plan = read_plan(sweep_dir)
