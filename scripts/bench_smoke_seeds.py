@@ -114,7 +114,11 @@ def render(runs: dict) -> str:
          f"(torch {torch.__version__}). `load` is the 1-minute load average just before the run.", ""]
     timing = [r for r in runs.values() if r["fresh_data"]]
     # runs of an older commit stay in the table, marked, and out of the medians (the JSON's "superseded": why)
-    old = {r["name"] for r in timing if r.get("superseded")}
+
+    def walls(busy: bool, superseded: bool) -> list[float]:
+        return [r["wall_s"] for r in timing
+                if r["busy"] == busy and r["rc"] == 0 and bool(r.get("superseded")) == superseded]
+
     if timing:
         L += ["## Wall time from a clean state", "",
               "An empty sweep directory and an empty data directory (`data.out`), so each run includes the corpus "
@@ -123,9 +127,8 @@ def render(runs: dict) -> str:
         for r in sorted(timing, key=lambda r: r["name"]):
             L.append(f"| {r['name']} | {'yes' if r['busy'] else 'no'} | {r['load_before']:.2f} | "
                      f"{r['wall_s'] / 60:.2f} min | {r['cpu_s'] / 60:.2f} min | {r['rc']} | "
-                     f"{'no: ' + r['superseded'] if r['name'] in old else 'yes'} |")
-        quiet = [r["wall_s"] for r in timing if not r["busy"] and r["rc"] == 0 and r["name"] not in old]
-        busy = [r["wall_s"] for r in timing if r["busy"] and r["rc"] == 0 and r["name"] not in old]
+                     f"{'no: ' + r['superseded'] if r.get('superseded') else 'yes'} |")
+        quiet, busy = walls(False, False), walls(True, False)
         L.append("")
         if quiet:
             med = statistics.median(quiet)
@@ -134,8 +137,7 @@ def render(runs: dict) -> str:
             if busy:
                 ratio = statistics.median(busy) / med
                 L.append(f"- Busy / quiet: **{ratio:.2f}x** (target <= 2x: {'met' if ratio <= 2 else 'missed'}).")
-        old_quiet = [r["wall_s"] for r in timing if not r["busy"] and r["rc"] == 0 and r["name"] in old]
-        old_busy = [r["wall_s"] for r in timing if r["busy"] and r["rc"] == 0 and r["name"] in old]
+        old_quiet, old_busy = walls(False, True), walls(True, True)
         if old_busy and old_quiet and not busy:  # no busy run of this commit: the older commit's own ratio
             ratio = statistics.median(old_busy) / statistics.median(old_quiet)
             L.append(f"- Busy / quiet, measured on the older commit only (both sides from it): **{ratio:.2f}x** "
@@ -147,7 +149,7 @@ def render(runs: dict) -> str:
         # seed 0 is the smoke itself: a quiet timing run is that same command (its data built afresh, the same bytes),
         # and the run is deterministic, so its fit is seed 0's
         first = next((r for r in sorted(timing, key=lambda r: r["name"])
-                      if r["rc"] == 0 and not r["busy"] and r["name"] not in old), None)
+                      if r["rc"] == 0 and not r["busy"] and not r.get("superseded")), None)
         if first is not None:
             seeds.insert(0, {**first, "name": f"seed0 (= {first['name']})"})
     if seeds:
