@@ -118,12 +118,17 @@ def load_optimizer(opt, model, state, sharded: bool) -> None:
 class StopSignals:
     """Turn SIGTERM and the preemption signal into a flag checked between steps.
 
-    ``forward()`` restores the previous handlers and re-raises the signal, so that submitit's handler
-    (checkpoint + requeue) or the default action still happens after our checkpoint is on disk.
+    A job enters it before anything else (``sweep.job.run_job``), so a signal during set-up waits for the first
+    step instead of reaching submitit's handler mid-setup.  ``forward()`` hands the signal on once: it calls the
+    previous handler (submitit's checkpoint + requeue) with our flag handler still installed, so a second copy of
+    the signal (SLURM can deliver two within milliseconds) only sets the flag; submitit's handler, entered twice,
+    fails ("A temporary saved file already exists").  A default or missing handler gets the signal re-raised
+    after the handlers are restored.  A signal never forwarded (it came after the last step) is re-raised on exit.
     """
 
     def __init__(self):
         self.hit: Optional[int] = None
+        self.forwarded = False
         self.prev: dict = {}
         names = {"SIGTERM", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")}
         full = {n if n.startswith("SIG") else f"SIG{n}" for n in names}  # submitit accepts "USR2" or "SIGUSR2"
@@ -138,7 +143,7 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        self.hit = signum
+        self.hit = self.hit or signum
 
     def restore(self):
         for s, h in self.prev.items():
@@ -146,10 +151,19 @@ class StopSignals:
         self.prev = {}
 
     def __exit__(self, *exc):
-        self.restore()
+        try:
+            if self.hit is not None and not self.forwarded:
+                self.forward()  # deferred, not dropped: the previous handler or the default acts now
+        finally:
+            self.restore()
 
     def forward(self):
-        self.restore()
         # a rank stopped because another rank got the signal re-raises SIGTERM on itself
         self.hit = self.hit or signal.SIGTERM
-        os.kill(os.getpid(), self.hit)
+        self.forwarded = True
+        prev = self.prev.get(self.hit, signal.SIG_DFL)
+        if callable(prev):
+            prev(self.hit, None)  # submitit: checkpoint, requeue, sys.exit; bypass (SIGTERM): returns
+        elif prev != signal.SIG_IGN:
+            self.restore()
+            os.kill(os.getpid(), self.hit)

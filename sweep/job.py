@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.checkpoint import StopSignals
 from sweep.config import section
 from sweep.data import TokenData, bpe_vocab, data_dir, prepare
 from sweep.plan import Dropped, RunSpec, plan_sweep
@@ -69,18 +70,20 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
     run_dir = Path(run_dir)
-    plan = read_plan(run_dir.parent)  # the sweeper writes plan.json before launching any job
-    spec = plan.spec(cfg.run_id)
-    trunk = plan.spec(spec.trunk) if spec.trunk else None  # a fork starts from its trunk's checkpoint
-    trainer: TrainerConfig = section(cfg, "trainer")
-    dist = Dist.from_env()
-    if trainer.device_index is None and dist.world == 1 and torch.cuda.device_count() > 1:
-        trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
-    device = None
-    if dist.world > 1:  # the ranks agree on what to do before any of them trains
-        device = rank_device(trainer.device, trainer.device_index, dist)
-        join_ranks(dist, device)
     with contextlib.ExitStack() as held:
+        # first: a stop signal from here on waits for the trainer's next step (sweep.checkpoint.StopSignals)
+        stop = held.enter_context(StopSignals())
+        plan = read_plan(run_dir.parent)  # the sweeper writes plan.json before launching any job
+        spec = plan.spec(cfg.run_id)
+        trunk = plan.spec(spec.trunk) if spec.trunk else None  # a fork starts from its trunk's checkpoint
+        trainer: TrainerConfig = section(cfg, "trainer")
+        dist = Dist.from_env()
+        if trainer.device_index is None and dist.world == 1 and torch.cuda.device_count() > 1:
+            trainer.device_index = job_num % torch.cuda.device_count()  # GPU packing: jobs round-robin over the GPUs
+        device = None
+        if dist.world > 1:  # the ranks agree on what to do before any of them trains
+            device = rank_device(trainer.device, trainer.device_index, dist)
+            join_ranks(dist, device)
         choice = "train"
         if dist.main:
             try:
@@ -107,7 +110,7 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
                                   run_id=spec.run_id,
                                   config={"spec": spec.to_dict(), "trainer": OmegaConf.to_container(cfg.trainer)})
             data = TokenData(data_dir(section(cfg, "data")))
-            return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk).to_dict()
+            return train(spec, trainer, data, run_dir, tracker=tracker, trunk=trunk, stop=stop).to_dict()
         except Exception as e:  # not SystemExit: a run stopped by a signal (preemption) resumes, it has not failed
             if dist.main:
                 result = write_failure(run_dir, spec, e)

@@ -73,6 +73,7 @@ def fault_point(name: str) -> None:
         write:<file name>    between writing a temp file and renaming it (write:checkpoint for checkpoints)
         planned              the sweep is planned and its files written, nothing launched yet
         data:rename          the data is built in its temp dir, not yet renamed into place
+        setup:<k>            a run set up to start at step k (its checkpoint loaded), before its first step
         step:<k>             right after optimizer step k of a run
     """
     spec = os.environ.get("SCALING_SWEEP_FAULT")

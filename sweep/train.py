@@ -220,6 +220,7 @@ def setup(spec: RunSpec, cfg: TrainerConfig, data: TokenData, run_dir: Path, tra
     net = torch.compile(ddp or model) if compiled else (ddp or model)
 
     start = ckpt["step"] if ckpt else 0
+    fault_point(f"setup:{start}")  # chaos tests: a signal during set-up (setup:0: the first attempt only)
     # compile_s: first steps of the attempts; train_s, timed_steps: the other steps (tok/s and MFU)
     loop = {"smooth": None, "first_loss": None, "elapsed": 0.0, "compile_s": 0.0, "train_s": 0.0, "timed_steps": 0}
     if ckpt:
@@ -271,11 +272,12 @@ def step(run: Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tenso
     return loss_sum
 
 
-def run_loop(run: Run) -> tuple[str, Optional[str], int]:
+def run_loop(run: Run, stop: Optional[StopSignals] = None) -> tuple[str, Optional[str], int]:
     """Train from ``run.start`` to the last step: (status, error, steps done).
 
     Logs every ``log_every`` steps (the only host syncs), evaluates at the eval fractions and at the end,
-    checkpoints when due or signalled; a signal saves a checkpoint and re-raises (the process ends).
+    checkpoints when due or signalled; a signal saves a checkpoint and re-raises (the process ends).  ``stop`` is
+    the job's StopSignals when it holds them already (a signal during set-up is in it); else the loop installs its own.
     """
     spec, cfg, dist, loop = run.spec, run.cfg, run.dist, run.loop
     r = spec.recipe
@@ -298,7 +300,8 @@ def run_loop(run: Run) -> tuple[str, Optional[str], int]:
 
     bar = _progress(spec, cfg, run.start) if dist.main else None
     done = run.start
-    with StopSignals() as stop, (open(run.run_dir / METRICS_FILE, "a") if dist.main else contextlib.nullcontext()) as mf:
+    signals = contextlib.nullcontext(stop) if stop is not None else StopSignals()
+    with signals as stop, (open(run.run_dir / METRICS_FILE, "a") if dist.main else contextlib.nullcontext()) as mf:
         nxt = run.batch(run.start) if run.start < spec.steps else None
         for k in range(run.start, spec.steps):
             xb, yb = nxt
@@ -423,14 +426,14 @@ def finish(run: Run, status: str, error: Optional[str], steps_done: int) -> RunR
 
 
 def train(spec: RunSpec, cfg: TrainerConfig, data: TokenData, out_dir: Path, tracker=None,
-          trunk: Optional[RunSpec] = None) -> RunResult:
+          trunk: Optional[RunSpec] = None, stop: Optional[StopSignals] = None) -> RunResult:
     """Train ``spec`` (resuming from its newest checkpoint) and return its result (also in ``out_dir/result.json``).
 
     ``tracker`` (sweep.tracking.Tracker) receives every log record and the final summary (rank 0 only).  A fork
-    needs its ``trunk``'s spec (see ``setup``).
+    needs its ``trunk``'s spec (see ``setup``); ``stop``: see ``run_loop``.
     """
     run = setup(spec, cfg, data, out_dir, tracker, trunk)
-    return finish(run, *run_loop(run))
+    return finish(run, *run_loop(run, stop))
 
 
 @torch.no_grad()

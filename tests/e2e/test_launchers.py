@@ -97,27 +97,37 @@ def _submitit_task_pids():
     return pids
 
 
-def test_preempted_submitit_job_requeues_and_resumes(tmp_path, corpus_dir):
+@pytest.mark.parametrize("when", ["mid_run", "setup"])
+def test_preempted_submitit_job_requeues_and_resumes(tmp_path, corpus_dir, when):
+    """USR2 mid-run (sent from outside at step 5 or later), or during the first attempt's set-up (the fault hook,
+    before its first step): the trainer holds the signal until a step ends, checkpoints, and hands it to
+    submitit, which requeues; the second attempt resumes from that checkpoint."""
     one = ["sweep.budgets=[6e10]", "sweep.sizes=[1.4e4]"]
     finish(launch(sweep_args(tmp_path, corpus_dir, "ref1", *one)))
     ref = results(tmp_path / "ref1")
     args = sweep_args(tmp_path, corpus_dir, "p", *one, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
-    proc = launch(args)
-    deadline = time.time() + 120
-    pids = []
-    while time.time() < deadline:
-        runs = list((tmp_path / "p").glob("C*/metrics.jsonl"))
-        if runs and len(runs[0].read_text().splitlines()) >= 5:
-            pids = _submitit_task_pids()
-            if pids:
-                break
-        time.sleep(0.05)
-    assert pids, "the submitit job did not start"
-    for pid in pids:
-        os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preempting (SUBMITIT_PREEMPT_SIGNAL)
-    finish(proc)
+    if when == "setup":
+        # setup:0 is passed by the first attempt only (the requeued one sets up at its checkpoint's step)
+        finish(launch(args, env={"SCALING_SWEEP_FAULT": "setup:0!SIGUSR2"}))
+    else:
+        proc = launch(args)
+        deadline = time.time() + 120
+        pids = []
+        while time.time() < deadline:
+            runs = list((tmp_path / "p").glob("C*/metrics.jsonl"))
+            if runs and len(runs[0].read_text().splitlines()) >= 5:
+                pids = _submitit_task_pids()
+                if pids:
+                    break
+            time.sleep(0.05)
+        assert pids, "the submitit job did not start"
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preempting (SUBMITIT_PREEMPT_SIGNAL)
+        finish(proc)
     res = results(tmp_path / "p")
     assert_same_losses(res, ref)
     (rid,) = res
     a = attempts(tmp_path / "p" / rid)
     assert len(a) == 2 and a[1]["start_step"] > 0  # requeued by submitit, resumed from the checkpoint
+    if when == "setup":
+        assert a[1]["start_step"] == 1, a  # the signal waited for the first step, not for submitit's handler
