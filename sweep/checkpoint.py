@@ -123,7 +123,7 @@ class StopSignals:
     previous handler (submitit's checkpoint + requeue) with our flag handler still installed, so a second copy of
     the signal (SLURM can deliver two within milliseconds) only sets the flag; submitit's handler, entered twice,
     fails ("A temporary saved file already exists").  A default or missing handler gets the signal re-raised
-    after the handlers are restored.  A signal never forwarded (it came after the last step) is re-raised on exit.
+    after the handlers are restored.  A signal never forwarded (it came after the last step) is forwarded on exit.
     """
 
     def __init__(self):
