@@ -1,6 +1,6 @@
 """Whole-run CPU training throughput against a bare loop of nanoGPT's model: benchmarks/cpu_throughput.md.
 
-    python scripts/bench_cpu_throughput.py [--repeats 3] [--max-steps 400] [overrides ...]
+    python scripts/bench_cpu_throughput.py [--repeats 3] [--max-steps 400] [--compile --out F] [overrides ...]
 
 For three shapes of the smoke plan (``+experiment=smoke sweep.forks=false`` plus any Hydra overrides: its
 smallest, middle and largest model sizes, each at the shortest run that trains it) it measures tokens per second three ways:
@@ -17,6 +17,8 @@ capped at ``--max-steps``, after 10 untimed steps.  nanoGPT's MLP (4d, GELU) and
 preset's multiple) have nearly the same matmul FLOPs per token; the table gives both models' exact counts
 (Chinchilla App. F, models/flops.py; nanoGPT's learned position table adds no matmul).  Each figure is the median
 of ``--repeats`` rounds, the three ways interleaved within a round so that a change of machine load hits all three.
+``--compile`` runs the trainer with ``trainer.compile=true`` (inductor's C++ kernels; the compile falls in the first
+step, which the table gives apart, and counts in the whole-run figure); the bare loops stay eager.
 """
 from __future__ import annotations
 
@@ -113,20 +115,22 @@ def bare_loop(model, spec, steps: int, forward) -> float:
     return steps * r.batch_size * m.seq_len / (time.perf_counter() - t0)
 
 
-def trainer_run(spec, data: Path, threads: int) -> float:
-    """``python -m sweep.train`` on ``spec`` in a fresh directory: the run's tokens over its wall time."""
+def trainer_run(spec, data: Path, threads: int, compile: bool = False) -> dict:
+    """``python -m sweep.train`` on ``spec`` in a fresh directory: the run's tokens over its wall time (``tok_s``),
+    its first step (``first_s``: with ``compile``, where torch.compile's compile falls) and its steady tok/s (the
+    other steps without evaluations, ``steady``)."""
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "spec.json"
         f.write_text(json.dumps(spec.to_dict()))
         out = Path(tmp) / "run"
         p = subprocess.run([sys.executable, "-m", "sweep.train", "--spec", str(f), "--data", str(data), "--out", str(out),
-                            "--trainer", json.dumps({"progress": False, "num_threads": threads})],
+                            "--trainer", json.dumps({"progress": False, "num_threads": threads, "compile": compile})],
                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
         if p.returncode != 0:
             raise SystemExit(f"error: python -m sweep.train failed on {spec.run_id} (rc {p.returncode}): "
                              + (p.stderr.strip().splitlines() or ["no output"])[-1])
         res = json.loads((out / "result.json").read_text())
-    return res["tokens"] / res["wall_time_s"]
+    return {"tok_s": res["tokens"] / res["wall_time_s"], "first_s": res["compile_s"], "steady": res["tok_per_s"]}
 
 
 def main(argv=None) -> int:
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=400, help="cap on the bare loops' timed steps")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads for all three")
+    ap.add_argument("--compile", action="store_true", help="the trainer's runs with trainer.compile=true (inductor)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "cpu_throughput.md")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -147,15 +152,19 @@ def main(argv=None) -> int:
         m = spec.model
         steps = min(spec.steps, a.max_steps)
         got = {"trainer": [], "ours": [], "nanogpt": []}
+        extra = {"first_s": [], "steady": []}
         for rep in range(a.repeats):
-            got["trainer"].append(trainer_run(spec, data, a.threads))
+            t = trainer_run(spec, data, a.threads, a.compile)
+            got["trainer"].append(t["tok_s"])
+            for k in extra:
+                extra[k].append(t[k])
             ours = Transformer(m, seed=0)
             got["ours"].append(bare_loop(ours, spec, steps, lambda mod, x, y: mod(x, y)))
             ng = nanogpt_model(nano, m)
             got["nanogpt"].append(bare_loop(ng, spec, steps, lambda mod, x, y: mod(x, y)[1]))
             print(f"{spec.run_id} round {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} tok/s" for k, v in got.items()),
                   flush=True)
-        med = {k: statistics.median(v) for k, v in got.items()}
+        med = {k: statistics.median(v) for k, v in {**got, **extra}.items()}
         rows.append({"run_id": spec.run_id, "params": param_counts(m)["params"],
                      "params_nanogpt": sum(p.numel() for p in ng.parameters()),
                      "shape": f"{m.n_layers}x{m.d_model}, {m.n_heads} heads, ff {m.d_ff}, V {m.vocab_size}, "
@@ -168,20 +177,23 @@ def main(argv=None) -> int:
              f"{' '.join(sys.argv[1:])}`)", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPU cores, {a.threads} intra-op threads, "
              f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, torch {torch.__version__}; median of {a.repeats} "
-             f"interleaved rounds; 1-minute load average {load0:.1f} at the start, {load1:.1f} at the end.  "
+             f"interleaved rounds; the trainer {'compiled (trainer.compile=true)' if a.compile else 'eager'}; "
+             f"1-minute load average {load0:.1f} at the start, {load1:.1f} at the end.  "
              "Target: trainer / nanoGPT >= 1.0.", "",
-             "| run | shape | N (ours / nanoGPT) | FLOPs/token (ours / nanoGPT) | trainer tok/s (steps) | ours, bare | "
-             "nanoGPT, bare (steps) | trainer / nanoGPT | ours / nanoGPT |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| run | shape | N (ours / nanoGPT) | FLOPs/token (ours / nanoGPT) | trainer tok/s (steps) | "
+             "trainer: first step s, steady tok/s | ours, bare | nanoGPT, bare (steps) | trainer / nanoGPT | "
+             "ours / nanoGPT |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run_id']} | {r['shape']} | {r['params']:,} / {r['params_nanogpt']:,} | "
                      f"{r['fpt_ours']:,.0f} / {r['fpt_nanogpt']:,.0f} | {r['trainer']:,.0f} ({r['steps']}) | "
+                     f"{r['first_s']:.2f}, {r['steady']:,.0f} | "
                      f"{r['ours']:,.0f} | {r['nanogpt']:,.0f} ({r['bare_steps']}) | {r['trainer'] / r['nanogpt']:.2f} | "
                      f"{r['ours'] / r['nanogpt']:.2f} |")
     lines += ["", "Each round's figures (tok/s): " + "; ".join(
         f"{r['run_id']}: " + ", ".join(f"{k} " + "/".join(f"{v:,.0f}" for v in vals) for k, vals in r["all"].items())
         for r in rows), ""]
-    reading = a.out.with_name("cpu_throughput_reading.md")
+    reading = a.out.with_name(a.out.stem + "_reading.md")
     if reading.exists():
         lines += [reading.read_text()]
     a.out.write_text("\n".join(lines) + "\n")

@@ -16,7 +16,7 @@ from sweep.checkpoint import StopSignals
 from sweep.config import section
 from sweep.data import TokenData, bpe_vocab, data_dir, prepare
 from sweep.plan import Dropped, RunSpec, plan_sweep
-from sweep.device import Dist, broadcast_choice, join_ranks, rank_device
+from sweep.device import Dist, broadcast_choice, join_ranks, leave_ranks, rank_device
 from sweep.rundir import (TRACEBACK_FILE, RunLocked, finished, read_plan, read_result, remove_stale_temps,
                           run_lock, write_failure)
 from sweep.tracking import Tracker
@@ -65,8 +65,14 @@ def run_job(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict:
     A job of several tasks (SLURM ``tasks_per_node`` > 1, sweep.device.Dist.from_env) is one data-parallel run:
     rank 0 alone takes the run lock and decides (train, already finished, locked), and every rank follows.
     A run that raises gets result.json ``failed`` (the error, traceback.txt) and the exception goes on to the
-    sweeper, which reports it after the other runs.
+    sweeper, which reports it after the other runs.  The ranks of a job that returned leave their process group.
     """
+    result = _run_job(cfg, run_dir, job_num)
+    leave_ranks(Dist.from_env())  # not after a raise: a rank that failed may leave its peers inside a collective
+    return result
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, job_num: int) -> dict:
     if not cfg.run_id:
         raise ValueError("run_id is not set: launch through the isoFLOP sweeper (`python -m sweep ...`), not a single run")
     run_dir = Path(run_dir)

@@ -12,7 +12,7 @@ import torch.distributed as td
 
 from models.transformer import ModelConfig
 from sweep.checkpoint import full_state_dict
-from sweep.device import build_model
+from sweep.device import Dist, build_model, leave_ranks
 
 td.init_process_group("gloo")
 cfg, seed, out = ModelConfig(**json.loads(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
@@ -23,4 +23,5 @@ td.all_gather_object(numels, local)
 state = full_state_dict(model, sharded=True)
 if td.get_rank() == 0:
     torch.save({"state": state, "local_numels": numels}, out)
-td.destroy_process_group()
+del model
+leave_ranks(Dist.from_env())  # the FSDP model collected first, or gloo's threads can abort the exit
