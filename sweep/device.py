@@ -269,7 +269,10 @@ def leave_ranks(dist: Dist) -> None:
     if td.is_initialized():
         gc.collect()  # the trainer's freed FSDP modules: reference cycles, until collected
         # every rank is done with the group: no collective of a peer is still in flight (NCCL: on this rank's GPU)
-        td.barrier(device_ids=[torch.cuda.current_device()]) if td.get_backend() == "nccl" else td.barrier()
+        if td.get_backend() == "nccl":
+            td.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            td.barrier()
         td.destroy_process_group()
 
 

@@ -53,7 +53,7 @@ from sweep.checkpoint import (StopSignals, full_state_dict, load_branch_checkpoi
                               save_checkpoint, save_torch_atomic)
 from sweep.data.loader import TokenData
 from sweep.device import (PRECISIONS, Dist, all_reduce, autocast, build_model, device_name, fmt_mfu, grad_scaler,
-                          join_ranks, leave_ranks, keep_cpu_memory, max_op, mfu, peak_flops_per_s, pick_precision,
+                          join_ranks, keep_cpu_memory, leave_ranks, max_op, mfu, peak_flops_per_s, pick_precision,
                           rank_device, scheduler_ids, sync, to_device)
 from sweep.plan import RunSpec
 from sweep.rundir import (METRICS_FILE, WEIGHTS_FILE, RunResult, append_attempt, checkpoint_paths, fault_point,
@@ -507,8 +507,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     res = train(spec, cfg, data, Path(a.out), trunk=trunk)
-    leave_ranks(Dist.from_env())  # under torchrun: before the interpreter exits (sweep.device.leave_ranks)
-    if Dist.from_env().main:
+    dist = Dist.from_env()
+    leave_ranks(dist)  # under torchrun: before the interpreter exits (sweep.device.leave_ranks)
+    if dist.main:
         print(json.dumps({k: getattr(res, k) for k in ("run_id", "status", "steps", "flops", "final_val_loss", "mfu")}))
     return 0 if res.status == "done" else 1
 
