@@ -5,9 +5,10 @@ self-attention with RoPE (optionally grouped-query) -> residual; RMSNorm -> SwiG
 -> final RMSNorm -> lm_head. No biases, no dropout, no learned positions.
 
 Parameter names follow Meta's Llama checkpoints (tok_embeddings, layers.{i}.attention.wq, ...,
-layers.{i}.feed_forward.w1, attention_norm, ffn_norm, norm, output) so an export is a rename. RoPE
-uses the rotate-half layout (GPT-NeoX / Hugging Face `LlamaForCausalLM`), so exporting to HF needs
-no permutation of wq/wk.
+layers.{i}.feed_forward.w1, attention_norm, ffn_norm, norm, output) so an export is a rename. wq and wk are
+stored in the rotate-half layout (GPT-NeoX / Hugging Face `LlamaForCausalLM`: head dims i and i + hd/2 rotate
+together), so exporting to HF needs no permutation of them; the forward reorders their rows each step so that each
+rotating pair sits side by side and RoPE is one complex multiply (see `Attention.forward`).
 
 Everything runs in fp32 on CPU; on CUDA wrap the forward in `torch.autocast("cuda", torch.bfloat16)`.
 RMSNorm, RoPE and the loss are computed in fp32 regardless.  The initial value of every parameter is a pure
@@ -85,7 +86,7 @@ def pad_vocab(vocab_size: int, multiple: int = 64) -> int:
 
 
 class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019), computed in fp32."""
+    """y = x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019), computed in fp32 (or wider)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -93,25 +94,72 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).type_as(x)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm with its backward written out.  With xh = x * r, r = (mean(x^2) + eps)^-1/2 and g = dL/dy * weight:
+
+        dL/dx = r * (g - xh * mean(g * xh))        dL/dweight = sum over tokens of dL/dy * xh
+
+    (the Jacobian of x -> x * r(x), whose rank-one part comes from dr/dx = -r^3 x / d).  Eager on CPU this is about 4
+    kernels forward and 6 backward, where autograd of the written-out formula runs about 14 (benchmarks/
+    model_variants.md); a compiled graph traces both methods like any other ops."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        r = torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)  # (..., 1)
+        xh = xf * r
+        ctx.save_for_backward(xh, r, weight)
+        ctx.x_dtype = x.dtype
+        return (xh * weight.to(xh.dtype)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        xh, r, weight = ctx.saved_tensors
+        gy = grad_y.to(xh.dtype)
+        g = gy * weight.to(xh.dtype)
+        grad_weight = (gy * xh).flatten(0, -2).sum(0)  # (d,)
+        mean_g_xh = torch.linalg.vecdot(g, xh, dim=-1).unsqueeze(-1) / xh.shape[-1]  # (..., 1)
+        grad_x = torch.addcmul(g, xh, mean_g_xh, value=-1.0).mul_(r)
+        return grad_x.to(ctx.x_dtype), grad_weight.to(weight.dtype), None
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (seq_len, head_dim) for rotate-half RoPE (Su et al. 2021, eq. 34)."""
+    """cos, sin of shape (seq_len, head_dim/2): the angle t * theta^(-2i/hd) of pair i at position t (Su et al.
+    2021, eq. 34)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (hd/2,)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)  # (T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hd): same frequency for dim i and i + hd/2
     return angles.cos().float(), angles.sin().float()
 
 
+def pair_rows(w: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
+    """Reorder a q or k projection's output rows, (n_heads * hd, d), from rotate-half order (each head's dims i and
+    i + hd/2 rotate together) to interleaved order (they become dims 2i and 2i + 1).  Applied to q and k alike it
+    permutes each head's dims the same way, which leaves every q . k dot product unchanged."""
+    return w.view(n_heads, 2, head_dim // 2, -1).transpose(1, 2).reshape(n_heads * head_dim, -1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i+hd/2}) by position-dependent angles. x: (B, nh, T, hd), cos/sin: (T, hd)."""
+    """Rotate each pair (x_2i, x_2i+1) by its position's angle: (x_2i + i x_2i+1) * (cos + i sin).  x: (B, n, T, hd)
+    in interleaved order (``pair_rows``), cos/sin: (T, hd/2).  Computed in fp32.
+
+    Eager, it is one complex multiply: on CPU 2 kernels forward and 1 backward, where the rotate-half form
+    x * cos + cat(-x2, x1) * sin takes 5 and 4 (benchmarks/model_variants.md).  Inductor generates no code for
+    complex ops (it would fall back to eager kernels), so a compiled graph gets the same rotation in real arithmetic
+    (``rope_real``), which it fuses."""
+    if torch.compiler.is_compiling():
+        return rope_real(x, cos, sin)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, n, T, hd/2) complex
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).type_as(x)
+
+
+def rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` in real arithmetic: (x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin, x_2i sin + x_2i+1 cos)."""
     xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)  # (B, nh, T, hd/2) each
-    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hd)
-    return (xf * cos + rotated * sin).type_as(x)
+    x1, x2 = xf[..., 0::2], xf[..., 1::2]  # (B, n, T, hd/2) each
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -126,8 +174,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, K, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.wq(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = self.wk(x).view(B, T, K, hd).transpose(1, 2)  # (B, K, T, hd)
+        # q and k come out with each head's rotating pairs side by side (pair_rows: a copy of a d x d weight, not
+        # of the activations); the scores q . k, and so the output, are those of the rotate-half layout.
+        q = F.linear(x, pair_rows(self.wq.weight, H, hd)).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+        k = F.linear(x, pair_rows(self.wk.weight, K, hd)).view(B, T, K, hd).transpose(1, 2)  # (B, K, T, hd)
         v = self.wv(x).view(B, T, K, hd).transpose(1, 2)  # (B, K, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # enable_gqa lets each group of H/K query heads share one K/V head without materialising copies
@@ -179,8 +229,8 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight  # one Parameter, seen once by .parameters()
         # RoPE tables are derived from the config, so they are buffers that are not saved in state_dict.
         cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, hd)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (seq_len, hd)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, hd/2)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (seq_len, hd/2)
         if not self.rope_cos.is_meta:
             self.reset_parameters(seed)
 
@@ -232,7 +282,7 @@ class Transformer(nn.Module):
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence length {T} exceeds seq_len={self.cfg.seq_len}; "
                              f"truncate the input or build the model with a larger seq_len")
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hd)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hd/2)
         x = self.tok_embeddings(idx)  # (B, T, d)
         for layer in self.layers:
             x = layer(x, cos, sin)  # (B, T, d)

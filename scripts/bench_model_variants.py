@@ -2,14 +2,19 @@
 
     python scripts/bench_model_variants.py [--rounds 5] [--max-steps 400] [--threads 1] [overrides ...]
 
-cpu_throughput.md finds our model's bare loop at 0.72-0.90 of nanoGPT's at the smoke's smaller shapes and puts the
-gap on the model's small ops.  This script times four rewrites of ``models/transformer.py``'s forward that keep
-its parameters (names, shapes, initial values) and its function, against the model as committed:
+cpu_throughput.md finds our model's bare loop below nanoGPT's at the smoke's shapes and puts the gap on the
+model's small ops.  This script times rewrites of ``models/transformer.py``'s forward that keep its parameters
+(names, shapes, initial values) and its function, against the model as committed:
 
-    qkv     one matmul for q, k and v on the three weights concatenated (torch.cat each step), RoPE once on q and k
-    w13     one matmul for SwiGLU's w1 and w3 on the two weights concatenated, chunked after
-    rms     RMSNorm through ``F.rms_norm`` instead of the written-out mean of squares
-    all     the three together
+    before       the model of 41f6e47 (2026-12-07): both of the next two
+    rotate_half  RoPE as x * cos + cat(-x2, x1) * sin on q and k in the stored (rotate-half) order, where the
+                 committed model reorders wq/wk's rows (pair_rows) and rotates by one complex multiply
+    autograd_rms RMSNorm as the written-out x * rsqrt(mean(x^2) + eps) * w under autograd, where the committed model
+                 writes its backward out (_RMSNormFunction)
+    rms_fused    RMSNorm through ``F.rms_norm``
+    qkv          one matmul for q, k and v on the three weights concatenated (torch.cat each step), RoPE once on q
+                 and k
+    w13          one matmul for SwiGLU's w1 and w3 on the two weights concatenated, chunked after
 
 Each variant first has to give the committed model's loss and gradients (to 1e-6) on one batch.  The loop is
 ``scripts/bench_cpu_throughput.py``'s bare loop (forward, backward, clip, the trainer's AdamW; fp32, random
@@ -42,10 +47,36 @@ from sweep.device import keep_cpu_memory  # noqa: E402
 COMMITTED = {"attention": tr.Attention.forward, "feed_forward": tr.FeedForward.forward, "norm": tr.RMSNorm.forward}
 
 
+def attention_rotate_half(self, x, cos, sin):
+    B, T, _ = x.shape
+    H, K, hd = self.n_heads, self.n_kv_heads, self.head_dim
+    cos, sin = torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)  # (T, hd): dims i and i + hd/2 share
+
+    def rope(t):
+        t1, t2 = t.float().chunk(2, dim=-1)
+        return (t.float() * cos + torch.cat([-t2, t1], dim=-1) * sin).type_as(t)
+
+    q = rope(self.wq(x).view(B, T, H, hd).transpose(1, 2))
+    k = rope(self.wk(x).view(B, T, K, hd).transpose(1, 2))
+    v = self.wv(x).view(B, T, K, hd).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=(K != H))
+    return self.wo(y.transpose(1, 2).contiguous().view(B, T, H * hd))
+
+
+def norm_autograd(self, x):
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+    return (xf * self.weight.float()).type_as(x)
+
+
+def norm_fused(self, x):
+    return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+
+
 def attention_qkv(self, x, cos, sin):
     B, T, _ = x.shape
     H, K, hd = self.n_heads, self.n_kv_heads, self.head_dim
-    w = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])  # (H*hd + 2*K*hd, d)
+    w = torch.cat([tr.pair_rows(self.wq.weight, H, hd), tr.pair_rows(self.wk.weight, K, hd), self.wv.weight])
     qkv = F.linear(x, w).view(B, T, H + 2 * K, hd).transpose(1, 2)  # (B, H+2K, T, hd)
     qk = tr.apply_rope(qkv[:, :H + K], cos, sin)  # q and k heads in one call
     y = F.scaled_dot_product_attention(qk[:, :H], qk[:, H:], qkv[:, H + K:], is_causal=True, enable_gqa=(K != H))
@@ -57,16 +88,14 @@ def feed_forward_w13(self, x):
     return self.w2(F.silu(gate) * up)
 
 
-def norm_fused(self, x):
-    return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
-
-
 VARIANTS = {
     "committed": COMMITTED,
+    "before": {**COMMITTED, "attention": attention_rotate_half, "norm": norm_autograd},
+    "rotate_half": {**COMMITTED, "attention": attention_rotate_half},
+    "autograd_rms": {**COMMITTED, "norm": norm_autograd},
+    "rms_fused": {**COMMITTED, "norm": norm_fused},
     "qkv": {**COMMITTED, "attention": attention_qkv},
     "w13": {**COMMITTED, "feed_forward": feed_forward_w13},
-    "rms": {**COMMITTED, "norm": norm_fused},
-    "all": {"attention": attention_qkv, "feed_forward": feed_forward_w13, "norm": norm_fused},
 }
 
 
@@ -134,8 +163,8 @@ def main(argv=None) -> int:
              f"torch {torch.__version__}, `keep_cpu_memory()`; tokens/s of the bare loop, median of {a.rounds} rounds "
              f"(variants shuffled within each); 1-minute load average {load0:.1f} at the start, {load1:.1f} at the end. "
              "In parentheses: the variant over the committed model.", "",
-             "| shape | params | steps | committed | qkv | w13 | rms | all | largest grad difference |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| shape | params | steps | " + " | ".join(VARIANTS) + " | largest grad difference |",
+             "|---|---|---|" + "---|" * (len(VARIANTS) + 1)]
     for spec, steps, worst, med in rows:
         m = spec.model
         base = med["committed"]

@@ -60,7 +60,104 @@ def test_rope_tables_are_buffers_not_params_or_state():
     names = {n for n, _ in model.named_parameters()}
     assert not any("rope" in n for n in names)
     assert not any("rope" in k for k in model.state_dict())
-    assert model.rope_cos.shape == (16, 8)
+    assert model.rope_cos.shape == model.rope_sin.shape == (16, 4)  # (seq_len, head_dim / 2): one angle per pair
+
+
+def rotate_half_attention(attn, x: torch.Tensor, theta: float) -> torch.Tensor:
+    """The textbook rotate-half RoPE attention (GPT-NeoX / HF Llama) on the stored weights, written independently of
+    the model's complex-multiply form: dims i and i + hd/2 of each head rotate by t * theta^(-2i/hd)."""
+    B, T, _ = x.shape
+    H, K, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    q = (x @ attn.wq.weight.T).view(B, T, H, hd).transpose(1, 2).double()
+    k = (x @ attn.wk.weight.T).view(B, T, K, hd).transpose(1, 2).double()
+    v = (x @ attn.wv.weight.T).view(B, T, K, hd).transpose(1, 2).double()
+    freq = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * torch.cat([freq, freq])[None, :]  # (T, hd)
+
+    def rot(t):
+        t1, t2 = t[..., : hd // 2], t[..., hd // 2:]
+        return t * ang.cos() + torch.cat([-t2, t1], dim=-1) * ang.sin()
+
+    q, k = rot(q), rot(k).repeat_interleave(H // K, 1)
+    scores = (q @ k.transpose(-1, -2)) / hd ** 0.5
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    y = (scores.softmax(-1) @ v.repeat_interleave(H // K, 1)).transpose(1, 2).reshape(B, T, H * hd)
+    return y.float() @ attn.wo.weight.T
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+def test_attention_is_rotate_half_rope_on_the_stored_weights(n_kv_heads):
+    # the stored wq/wk are in rotate-half (HF) order; the forward's pair_rows + complex multiply must compute the same
+    # attention, forward and backward, as the rotate-half formula
+    cfg = small(n_kv_heads=n_kv_heads, rope_theta=500.0)
+    model = Transformer(cfg, seed=3)
+    attn = model.layers[0].attention
+    x = torch.randn(2, 16, cfg.d_model, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    got = attn(x, model.rope_cos, model.rope_sin)
+    want = rotate_half_attention(attn, x, cfg.rope_theta)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, [x, attn.wq.weight, attn.wk.weight], g)
+    want_grads = torch.autograd.grad(want, [x, attn.wq.weight, attn.wk.weight], g)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_backward_matches_autograd_of_the_formula(dtype):
+    # RMSNorm's backward is written out; autograd of y = x / sqrt(mean(x^2) + eps) * w (in fp32) is the reference
+    from models.transformer import RMSNorm
+    g = torch.Generator().manual_seed(0)
+    norm = RMSNorm(12, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(12, generator=g))
+    x = (3 * torch.randn(2, 5, 12, generator=g)).to(dtype).requires_grad_()
+    dy = torch.randn(2, 5, 12, generator=g).to(dtype)
+    y = norm(x)
+    assert y.dtype == dtype
+    gx, gw = torch.autograd.grad(y, [x, norm.weight], dy)
+    assert gx.dtype == dtype and gw.dtype == torch.float32
+    xr = x.detach().float().requires_grad_()
+    wr = norm.weight.detach().clone().requires_grad_()
+    yr = xr * torch.rsqrt(xr.pow(2).mean(-1, keepdim=True) + 1e-5) * wr
+    rx, rw = torch.autograd.grad(yr, [xr, wr], dy.float())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y.float(), yr.to(dtype).float(), **tol)
+    torch.testing.assert_close(gx.float(), rx.to(dtype).float(), **tol)
+    torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-4)
+    # and in float64 the analytic backward passes gradcheck (finite differences)
+    x64 = torch.randn(3, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    w64 = torch.randn(7, dtype=torch.float64, generator=g, requires_grad=True)
+    from models.transformer import _RMSNormFunction
+    assert torch.autograd.gradcheck(lambda a, b: _RMSNormFunction.apply(a, b, 1e-5), (x64, w64))
+
+
+def test_rope_real_is_the_complex_rotation():
+    # a compiled graph takes rope_real (inductor has no complex codegen); it must be the eager path's rotation
+    from models.transformer import apply_rope, rope_real
+    cos, sin = rope_tables(16, 8, 10000.0)
+    x = torch.randn(2, 3, 16, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rope_real(x, cos, sin), apply_rope(x, cos, sin), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(rope_real(x, cos, sin), x)  # it rotates
+    bf = x.bfloat16()
+    assert apply_rope(bf, cos, sin).dtype == rope_real(bf, cos, sin).dtype == torch.bfloat16
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    # RoPE's defining property (Su et al. 2021, eq. 16): with the same q and k vectors at every position, the score of
+    # positions (t, s) depends on t - s only
+    cfg = small(n_heads=2, n_kv_heads=2)
+    model = Transformer(cfg)
+    attn = model.layers[0].attention
+    x = torch.randn(1, 1, cfg.d_model).expand(1, cfg.seq_len, cfg.d_model)
+    from models.transformer import apply_rope, pair_rows
+    q = (x @ pair_rows(attn.wq.weight, 2, cfg.head_dim).T).view(1, cfg.seq_len, 2, -1).transpose(1, 2)
+    k = (x @ pair_rows(attn.wk.weight, 2, cfg.head_dim).T).view(1, cfg.seq_len, 2, -1).transpose(1, 2)
+    s = apply_rope(q, model.rope_cos, model.rope_sin) @ apply_rope(k, model.rope_cos, model.rope_sin).transpose(-1, -2)
+    for lag in (0, 1, 5):
+        diag = torch.diagonal(s, offset=-lag, dim1=-2, dim2=-1)  # s[t, t - lag]
+        torch.testing.assert_close(diag, diag[..., :1].expand_as(diag), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(torch.diagonal(s, 0, -2, -1)[..., 0], torch.diagonal(s, -5, -2, -1)[..., 0])
 
 
 @pytest.mark.parametrize("n_kv_heads", [1, 2])
