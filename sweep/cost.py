@@ -9,17 +9,22 @@ Memory: the formula (bytes per GPU, one run as sweep/train.py trains it; b seque
     16·N/S    fp32 weights 4 + fp32 gradients 4 + AdamW's exp_avg 4 and exp_avg_sq 4 bytes per parameter, over
               S FSDP shards (S = 1 otherwise): the 16 bytes per parameter of ZeRO's mixed-precision Adam
               (Rajbhandari et al. 2020, sec. 3.1), split 4+4+8 here because autocast keeps fp32 weights
-    c·N_mm    autocast's bf16/fp16 copies of the matmul weights, kept for the backward (c = 2; 0 in fp32);
-              under FSDP only the lm_head's (V·d): the blocks all-gather 16-bit weights themselves
+    c·N_mm    autocast's bf16/fp16 copies of the matmul weights, kept for the backward (c = 2); in fp32 the
+              copies of wq and wk with their rows reordered for RoPE (models.transformer.pair_rows, 4 bytes per
+              weight: c·N_mm = 4·L·d·hd·(H + K)); under FSDP the lm_head's 16-bit copy (2·V·d) and the reordered
+              wq and wk (a·L·d·hd·(H + K)): the blocks all-gather their own weights, but the reordered copies stay
+              saved after the blocks reshard
     A(b)      what autograd saves for the backward of one micro-batch, per layer (d model width, f = d_ff,
               H/K query/KV heads, a = 2 bytes under autocast, 4 in fp32)
-                  b·T·[16·d + n·d + a·(2 + 2K/H)·d + 4a·f]
-                  16·d          the two RMSNorms keep their fp32 input and normalised input
+                  b·T·[8·d + 8 + n·d + a·(2 + 2K/H)·d + 4a·f]
+                  8·d + 8       the two RMSNorms keep their fp32 normalised input and its 1/rms per token
+                                (their backward is written out: models.transformer._RMSNormFunction); RoPE's
+                                complex multiply keeps only its angle table
                   n·d           their outputs: in fp32 kept once each (n = 8); under autocast one a-byte copy per
                                 linear that reads them (wq, wk, wv; w1, w3: n = 5a)
                   a·(2+2K/H)·d  q and k after RoPE, v, the attention output (a fused SDPA kernel: no T x T matrix)
                   4a·f          SwiGLU: w1·x, w3·x, silu(w1·x) and the product
-              plus the head b·T·(8·d + n'·d + 4·V): the final norm (n' = 4 in fp32, a under autocast) and the
+              plus the head b·T·(4·d + 4 + n'·d + 4·V): the final norm (n' = 4 in fp32, a under autocast) and the
               fp32 log-softmax of the loss
     8·b·T·V   two more fp32 b x T x V tensors live as the backward starts (the log-softmax's gradient and the
               logits' gradient it makes)
@@ -67,12 +72,13 @@ def memory_terms(cfg: ModelConfig, micro_batch: int, precision: str = "bf16", pa
     n_block = (counts["params_non_embedding"] - d) // L  # one transformer block
     n_mm = L * (n_block - 2 * d) + V * d  # the matmul weights: every block's but its norms, and the lm_head
     bt = micro_batch * cfg.seq_len
-    per_layer = 16 * d + (5 * a if autocast else 8) * d + a * (2 + 2 * kv) * d + 4 * a * f
-    head = 8 * d + (a if autocast else 4) * d + 4 * V
+    per_layer = 8 * d + 8 + (5 * a if autocast else 8) * d + a * (2 + 2 * kv) * d + 4 * a * f
+    head = 4 * d + 4 + (a if autocast else 4) * d + 4 * V
+    qk_rows = L * d * cfg.head_dim * (cfg.n_heads + cfg.n_kv_heads)  # wq and wk: pair_rows' reordered copies
     fsdp = parallel == "fsdp"
     return {
         "weights_grads_adamw": 16 * n / (shards if fsdp else 1),
-        "weight_copies": (2 * (V * d if fsdp else n_mm)) if autocast else 0,
+        "weight_copies": (a * qk_rows + (2 * V * d if autocast else 0)) if fsdp else (2 * n_mm if autocast else 4 * qk_rows),
         "activations": bt * (L * per_layer + head),
         "loss": 8 * bt * V,
         "ddp_buckets": 4 * n if parallel == "ddp" else 0,
