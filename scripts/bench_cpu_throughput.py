@@ -115,8 +115,8 @@ def bare_loop(model, spec, steps: int, forward) -> float:
     return steps * r.batch_size * m.seq_len / (time.perf_counter() - t0)
 
 
-def trainer_run(spec, data: Path, threads: int, compiled: bool = False) -> dict:
-    """``python -m sweep.train`` on ``spec`` in a fresh directory: the run's tokens over its wall time (``tok_s``),
+def trainer_run(spec, data: Path, threads: int, compiled: bool = False, tree: Path = REPO) -> dict:
+    """``python -m sweep.train`` (from the checkout ``tree``) on ``spec`` in a fresh directory: the run's tokens over its wall time (``tok_s``),
     its first step (``first_s``: with ``compiled``, where torch.compile's compile falls) and its steady tok/s (the
     other steps without evaluations, ``steady``)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +125,7 @@ def trainer_run(spec, data: Path, threads: int, compiled: bool = False) -> dict:
         out = Path(tmp) / "run"
         p = subprocess.run([sys.executable, "-m", "sweep.train", "--spec", str(f), "--data", str(data), "--out", str(out),
                             "--trainer", json.dumps({"progress": False, "num_threads": threads, "compile": compiled})],
-                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+                           cwd=tree, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
         if p.returncode != 0:
             raise SystemExit(f"error: python -m sweep.train failed on {spec.run_id} (rc {p.returncode}): "
                              + (p.stderr.strip().splitlines() or ["no output"])[-1])

@@ -12,8 +12,6 @@ load hits both.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import statistics
 import subprocess
@@ -25,22 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_cpu_throughput import pick_shapes, smoke_plan  # noqa: E402
-
-
-def tok_s(tree: Path, spec, data: Path) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "spec.json"
-        f.write_text(json.dumps(spec.to_dict()))
-        out = Path(tmp) / "run"
-        p = subprocess.run([sys.executable, "-m", "sweep.train", "--spec", str(f), "--data", str(data), "--out", str(out),
-                            "--trainer", json.dumps({"progress": False, "num_threads": 1})],
-                           cwd=tree, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
-        if p.returncode != 0:
-            raise SystemExit(f"error: python -m sweep.train failed in {tree} (rc {p.returncode}): "
-                             + (p.stderr.strip().splitlines() or ["no output"])[-1])
-        res = json.loads((out / "result.json").read_text())
-    return res["tokens"] / res["wall_time_s"]
+from bench_cpu_throughput import pick_shapes, smoke_plan, trainer_run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -60,7 +43,7 @@ def main(argv=None) -> int:
                 got = {k: [] for k in trees}
                 for _ in range(a.rounds):
                     for k in random.sample(list(trees), len(trees)):
-                        got[k].append(tok_s(trees[k], spec, data))
+                        got[k].append(trainer_run(spec, data, 1, tree=trees[k])["tok_s"])
                 med = {k: statistics.median(v) for k, v in got.items()}
                 print(f"{spec.run_id}: this {med['this']:,.0f} tok/s, {a.rev} {med[a.rev]:,.0f} tok/s, "
                       f"ratio {med['this'] / med[a.rev]:.3f}  (rounds: "

@@ -76,9 +76,13 @@ def memory_terms(cfg: ModelConfig, micro_batch: int, precision: str = "bf16", pa
     head = 4 * d + 4 + (a if autocast else 4) * d + 4 * V
     qk_rows = L * d * cfg.head_dim * (cfg.n_heads + cfg.n_kv_heads)  # wq and wk: pair_rows' reordered copies
     fsdp = parallel == "fsdp"
+    if fsdp:  # the blocks gather their own weights: the lm_head's 16-bit copy and the reordered wq, wk stay saved
+        weight_copies = a * qk_rows + (2 * V * d if autocast else 0)
+    else:  # autocast's 16-bit copy of every matmul weight; in fp32 only the reordered wq, wk
+        weight_copies = 2 * n_mm if autocast else 4 * qk_rows
     return {
         "weights_grads_adamw": 16 * n / (shards if fsdp else 1),
-        "weight_copies": (a * qk_rows + (2 * V * d if autocast else 0)) if fsdp else (2 * n_mm if autocast else 4 * qk_rows),
+        "weight_copies": weight_copies,
         "activations": bt * (L * per_layer + head),
         "loss": 8 * bt * V,
         "ddp_buckets": 4 * n if parallel == "ddp" else 0,
