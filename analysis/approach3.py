@@ -455,3 +455,157 @@ def bootstrap_approach3(N, D, L, fit: dict, weights: np.ndarray, *, delta: float
                "a": np.where(ok, beta / s, np.nan), "b": np.where(ok, alpha / s, np.nan), "G": G}
     out["n_starts"] = len(starts)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile over E
+
+PROFILE_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # E held at these shares of the lowest loss
+E_ZERO_SHARE = 1e-9  # "E = 0": e = ln(1e-9 min L), where E's term no longer moves the LSE
+
+
+def deviance_scale(r, delta: float = DELTA, n_params: int = 0) -> float:
+    """E[ψ'] / E[ψ²] for Huber_δ (ψ(r) = clip(r, -δ, δ)), the factor that turns twice an objective difference into
+    a χ²₁ statistic (``profile_e``), for errors N(0, σ²) with σ the residuals' robust SD (1.4826 MAD, times
+    sqrt(n/(n - n_params)) for the fitted parameters): E[ψ'] = P(|r| <= δ) = 2Φ(δ/σ) - 1 and
+    E[ψ²] = σ² (2Φ(c) - 1 - 2c φ(c)) + 2δ² (1 - Φ(c)) with c = δ/σ.  Not the residuals' own shares: with δ below the
+    noise the fit passes through about as many runs as it has parameters (L1's interpolation), which would count as
+    a density at 0.  For heavier tails than Gaussian (Laplace) the density at 0 is higher than assumed and the
+    statistic is understated, the conservative side (benchmarks/fit_calibration.md)."""
+    from scipy.stats import norm
+
+    r = np.asarray(r, dtype=float)
+    n = len(r)
+    sigma = 1.4826 * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - n_params, 1))
+    if sigma <= 0:
+        return float("inf")
+    c = delta / sigma
+    inside = 2.0 * norm.cdf(c) - 1.0
+    psi2 = sigma**2 * (inside - 2.0 * c * norm.pdf(c)) + 2.0 * delta**2 * (1.0 - norm.cdf(c))
+    return inside / psi2
+
+
+class _HeldE(_Problem):
+    """The objective with e held where it starts: its gradient in e is zeroed, so the quasi-Newton steps (from an
+    identity inverse Hessian, whose e row and column then stay zero off the diagonal) never move it."""
+
+    def fg(self, theta, prob):
+        f, g = super().fg(theta, prob)
+        g[:, 2] = 0.0
+        return f, g
+
+
+def profile_e(N, D, L, fit: dict, *, level: float = 0.8, shares=PROFILE_SHARES, delta: float = DELTA) -> dict:
+    """Approach 3 refitted with E held fixed: how much the runs pin down the irreducible loss, and how much a and
+    b lean on it.
+
+    For each E in ``shares`` x the lowest loss (and the fit's own E), (A, B, α, β) are refitted with E held (the
+    batched quasi-Newton fit, started from the free fit and from each other local minimum it found).  The deviance
+    of each is the robust likelihood-ratio statistic of an M-estimator (Schrader & Hettmansperger 1980, "Robust
+    analysis of variance based upon a likelihood ratio criterion"): 2 (f_E - f_min) E[ψ'] / E[ψ²], ψ = Huber_δ'
+    (``deviance_scale``), asymptotically χ²₁ under E's true value whatever the error distribution.  With δ above the
+    noise it is least squares' ΔRSS / σ²; with δ = 1e-3 below it, the L1 statistic of Koenker & Bassett (1982).  The
+    E whose deviance is below χ²₁'s ``level`` quantile form the profile set (Wilks; each end found by bisection
+    between grid points, and the last E inside added to the lists; ``profile_set``); ``a_6ND_set``/``b_6ND_set`` are the exponents' range over it (App. D.2's
+    a = β/(α+β), b = α/(α+β)): how far they move with E alone, not intervals for them.
+
+    Returns {E, objective, deviance, alpha, beta, a_6ND, b_6ND: lists over the E values (ascending),
+    deviance_scale, threshold, level, E_set [lo, hi], a_6ND_set, b_6ND_set, params: the refitted parameter dicts
+    (params_from_theta)}."""
+    from scipy.stats import chi2
+
+    N, D, L = _check(N, D, L)
+    problem = _HeldE(np.log(N), np.log(D), np.log(L), delta=delta)
+    # every E from the free fit and from each other local minimum it found, as one batch with e held
+    starts = np.array([fit["theta"]] + [m["theta"] for m in fit.get("minima", [])[1:]], dtype=float)
+
+    def held(es: np.ndarray):
+        theta0 = np.repeat(starts[None], len(es), 0)  # (E, S, 5)
+        theta0[:, :, 2] = np.log(es)[:, None]
+        theta, f, _ = _bfgs(problem, theta0.reshape(-1, 5), np.zeros(theta0[:, :, 0].size, dtype=int), 400)
+        f = np.where(np.isfinite(f), f, np.inf).reshape(len(es), len(starts))
+        best = np.argmin(f, 1)
+        return theta.reshape(len(es), len(starts), 5)[np.arange(len(es)), best], f[np.arange(len(es)), best]
+
+    l_min = float(L.min())
+    es = {max(s, E_ZERO_SHARE) * l_min for s in shares}
+    if fit["E"] < E_BOUND_SHARE * l_min:  # the fit's E is at the bound: it stands for E = 0
+        es.discard(E_ZERO_SHARE * l_min)
+    es = np.array(sorted(es | {float(fit["E"])}))
+    thetas, objs = held(es)
+    f_min = min(float(fit["objective"]), float(np.nanmin(objs)))
+    scale = deviance_scale(np.log(predict_loss(fit, N, D)) - np.log(L), delta, n_params=5)
+    threshold = float(chi2.ppf(level, 1))
+
+    def dev(f):
+        gap = np.maximum(np.asarray(f) - f_min, 0.0)
+        with np.errstate(invalid="ignore"):  # an exact fit (scale inf): every other E is infinitely far
+            return np.where(gap > 0, 2.0 * scale * gap, 0.0)
+
+    # each end of the set: bisection in E between the last grid point inside and the next one outside, to 1/4096
+    # of the grid step (a deviance linear between grid points would misplace an end by up to half a step)
+    lo, hi = _run_below(dev(objs), threshold)
+    ends = [(es[i], es[j]) for i, j in ((lo, lo - 1), (hi, hi + 1)) if 0 <= j < len(es)]
+    refined = {}
+    for _ in range(12 if ends else 0):
+        mids = np.array([(a + b) / 2 for a, b in ends])
+        th, fo = held(mids)
+        for k, (m, t, f) in enumerate(zip(mids, th, fo)):
+            inside = dev(f) <= threshold
+            if inside:
+                refined[k] = (m, t, f)
+            ends[k] = (m, ends[k][1]) if inside else (ends[k][0], m)
+    for m, t, f in refined.values():
+        es, thetas, objs = np.append(es, m), np.vstack([thetas, t]), np.append(objs, f)
+    order = np.argsort(es)
+    thetas, objs = thetas[order], objs[order]
+    deviance = dev(objs)
+    params = [params_from_theta(t) for t in thetas]
+    out = {"E": [p["E"] for p in params], "objective": [float(v) for v in objs],
+           "deviance": [float(v) for v in deviance], "alpha": [p["alpha"] for p in params],
+           "beta": [p["beta"] for p in params], "a_6ND": [p["a"] for p in params], "b_6ND": [p["b"] for p in params],
+           "deviance_scale": scale, "threshold": threshold, "level": level, "params": params}
+    out["E_set"], out["a_6ND_set"], out["b_6ND_set"] = profile_set(out["E"], out["deviance"], threshold,
+                                                                   [out["a_6ND"], out["b_6ND"]])
+    return out
+
+
+def _run_below(dev: np.ndarray, threshold: float) -> tuple[int, int]:
+    """First and last index of the run of grid points at or below ``threshold`` around the minimum of ``dev``."""
+    i0 = int(np.nanargmin(dev))
+    lo, hi = i0, i0
+    while lo > 0 and dev[lo - 1] <= threshold:
+        lo -= 1
+    while hi < len(dev) - 1 and dev[hi + 1] <= threshold:
+        hi += 1
+    return lo, hi
+
+
+def profile_set(x, deviance, threshold: float, values) -> tuple:
+    """The profile set around the deviance's minimum on the grid x (ascending): [lo, hi] where the deviance,
+    linear between grid points, crosses ``threshold`` (a grid end where it does not), and for each series in
+    ``values`` its range over that set (linear between grid points too).  (None, ...) without finite deviances."""
+    x, dev = np.asarray(x, dtype=float), np.asarray(deviance, dtype=float)
+    if not np.isfinite(dev).any():
+        return (None,) * (1 + len(values))
+    lo_i, hi_i = _run_below(dev, threshold)
+
+    def cross(i_in, i_out):  # the fraction of the way from grid point i_in (inside) to i_out (outside)
+        d_in, d_out = dev[i_in], dev[i_out]
+        return (threshold - d_in) / (d_out - d_in) if np.isfinite(d_out) and d_out > d_in else 0.0
+
+    ends = []  # (index inside, index outside or None, fraction)
+    for i_in, i_out in ((lo_i, lo_i - 1), (hi_i, hi_i + 1)):
+        ends.append((i_in, i_out, cross(i_in, i_out)) if 0 <= i_out < len(x) else (i_in, None, 0.0))
+
+    def at(series, end):
+        i_in, i_out, t = end
+        return series[i_in] if i_out is None else series[i_in] + t * (series[i_out] - series[i_in])
+
+    out = [[float(at(x, ends[0])), float(at(x, ends[1]))]]
+    for series in values:
+        v = np.asarray(series, dtype=float)
+        pts = [at(v, ends[0]), at(v, ends[1]), *v[lo_i:hi_i + 1]]
+        pts = [p for p in pts if np.isfinite(p)]
+        out.append([float(min(pts)), float(max(pts))] if pts else None)
+    return tuple(out)

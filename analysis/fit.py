@@ -145,6 +145,7 @@ def _fit_approach3(rows, N, n_boot, rng, level, method, axis, budgets):
     slopes = allocation_slopes(fit, budgets, axis) if budgets else None
     if slopes:
         fit.update(slopes)
+    fit["e_profile"] = _e_profile(N, D, L, fit, level, axis, budgets)
     boot = {}
     if n_boot:
         # Runs reweighted by Dirichlet(1, …, 1) (Bayesian bootstrap), not drawn with replacement:
@@ -165,6 +166,29 @@ def _fit_approach3(rows, N, n_boot, rng, level, method, axis, budgets):
         fit["n_warm_starts"] = samples["n_starts"]
         boot = samples
     return fit, boot
+
+
+def _e_profile(N, D, L, fit, level, axis, budgets) -> dict:
+    """analysis.approach3.profile_e, with each refit's a and b also on the sweep's compute axis (``a``, ``b``, as
+    the fit's own are), and the range of those over the profile set (``a_set``, ``b_set``).  When E is at its
+    bound, the fit's warning gains what the profile says."""
+    prof = approach3.profile_e(N, D, L, fit, level=level)
+    params = prof.pop("params")
+    if budgets and "slope_budgets" in fit:
+        slopes = [allocation_slopes(p, budgets, axis) for p in params]
+        prof["a"] = [s["a"] if s else float("nan") for s in slopes]
+        prof["b"] = [s["b"] if s else float("nan") for s in slopes]
+    else:
+        prof["a"], prof["b"] = prof["a_6ND"], prof["b_6ND"]
+    _, prof["a_set"], prof["b_set"] = approach3.profile_set(prof["E"], prof["deviance"], prof["threshold"],
+                                                            [prof["a"], prof["b"]])
+    at_bound = [i for i, w in enumerate(fit["warnings"]) if w.startswith("E = ") and "at its bound" in w]
+    if at_bound and prof["E_set"] and prof["a_set"]:
+        fit["warnings"][at_bound[0]] += (
+            f"; held fixed, any E up to {prof['E_set'][1]:.3g} fits within the {level:.0%} profile-likelihood "
+            f"threshold, and over those a runs {prof['a_set'][0]:.3f}-{prof['a_set'][1]:.3f} "
+            f"(fit.json approach3.e_profile)")
+    return prof
 
 
 def _projection(out, boots, C, axis, level, e_hold):

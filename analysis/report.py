@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from analysis.compare import LABEL, TABLE3, seeds_rows
 from analysis.filters import describe as describe_filter
 from analysis.validation import LOSS_PREDICTORS
@@ -27,6 +29,26 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return out + [""]
+
+
+def _e_profile_lines(prof: dict | None) -> list[str]:
+    """Approach 3 refitted with E held fixed (analysis.approach3.profile_e): how far the runs pin E down."""
+    if not prof:
+        return []
+    L = [f"Approach 3 with E held fixed (deviance 2 Δf E[ψ']/E[ψ²], Schrader & Hettmansperger's robust likelihood "
+         f"ratio; at most {prof['threshold']:.3g}, χ²₁'s {prof['level']:.0%} quantile, is inside the profile set ✓):", ""]
+    def num(v, spec="{:.3f}"):  # NaN is null in fit.json
+        return "—" if v is None or not math.isfinite(v) else spec.format(v)
+
+    rows = [[num(e, "{:.4g}"), num(d, "{:.2f}") + (" ✓" if d is not None and d <= prof["threshold"] else ""),
+             num(al), num(be), num(a), num(b)]
+            for e, d, al, be, a, b in zip(prof["E"], prof["deviance"], prof["alpha"], prof["beta"], prof["a"], prof["b"])]
+    L += _table(["E", "deviance", "α", "β", "a", "b"], rows)
+    if prof.get("E_set") and prof.get("a_set") and prof.get("b_set"):
+        L.append(f"Over the profile set E = {prof['E_set'][0]:.3g}-{prof['E_set'][1]:.3g}, a = "
+                 f"{prof['a_set'][0]:.3f}-{prof['a_set'][1]:.3f} and b = {prof['b_set'][0]:.3f}-{prof['b_set'][1]:.3f}.")
+        L.append("")
+    return L
 
 
 def _noise_lines(nz) -> list[str]:
@@ -159,6 +181,7 @@ def _dataset_section(f: dict, level: float, heading: str) -> list[str]:
         if f3.get("E_bpb") is not None:
             L.append(f"E = {f3['E_bpb']:.4g} bits per byte ({f['bytes_per_token']:.4g} bytes per token).")
             L.append("")
+        L += _e_profile_lines(f3.get("e_profile"))
 
     if f2:
         bpb = f2.get("L_opt_bpb")

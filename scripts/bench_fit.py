@@ -2,6 +2,7 @@
 
     python scripts/bench_fit.py speed                  # point fit + 1,000 bootstrap refits on 240 runs
     python scripts/bench_fit.py calibration            # 80% interval coverage on synthetic surfaces
+    python scripts/bench_fit.py profile                # the same for the profile set over E (approach3.profile_e)
 
 Both print a markdown section; the recorded results are in benchmarks/fit_speed.md and
 benchmarks/fit_calibration.md.
@@ -86,6 +87,46 @@ def calibration(args) -> None:
           "point estimates across replicates).")
 
 
+def profile(args) -> None:
+    """Coverage of approach3.profile_e's set for E, beside the Dirichlet bootstrap's interval for E.  (The set's
+    range of a is how far a moves with E alone, not an interval for a, so it is not scored.)"""
+    budgets = np.logspace(18, 22, args.budgets)
+    N, D = isoflop_design(budgets=budgets, sizes=args.sizes)
+    t = approach3.params_from_theta([np.log(CHINCHILLA["A"]), np.log(CHINCHILLA["B"]), np.log(CHINCHILLA["E"]),
+                                     CHINCHILLA["alpha"], CHINCHILLA["beta"]])
+    L_true = approach3.predict_loss(t, N, D)
+    shares = np.linspace(0.0, 0.95, 39)
+    print(f"## Approach 3's profile set over E: {args.replicates} replicates, {len(N)} runs each\n")
+    print(f"Machine: {machine()}\n")
+    print(f"Truth: Chinchilla's fit {CHINCHILLA}.  Design: {args.budgets} budgets 1e18-1e22 x {args.sizes} sizes "
+          f"within ±1 decade of N_opt, D = C/(6N).  Noise on log L: sigma x (normal, or Laplace of the same SD).  "
+          f"Profile over {len(shares)} E values (0-95% of the lowest loss); {args.boot} Dirichlet bootstrap refits "
+          f"per replicate for comparison; {args.level:.0%} level.  Seed {args.seed}.\n")
+    print("| sigma | noise | profile set: E covered | median width | bootstrap: E covered | median width | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for sigma in args.sigma:
+        for noise in args.noise:
+            rng, boot_rng = np.random.default_rng([args.seed, 0]), np.random.default_rng([args.seed, 1])
+            hits = {"pE": 0, "bE": 0}
+            wp, wb = [], []
+            start = time.perf_counter()
+            for _ in range(args.replicates):
+                z = rng.standard_normal(len(N)) if noise == "normal" else rng.laplace(0, 1 / np.sqrt(2), len(N))
+                L = L_true * np.exp(sigma * z)
+                fit = approach3.fit_approach3(N, D, L)
+                prof = approach3.profile_e(N, D, L, fit, level=args.level, shares=shares)
+                hits["pE"] += prof["E_set"][0] <= t["E"] <= prof["E_set"][1]
+                wp.append(prof["E_set"][1] - prof["E_set"][0])
+                b = approach3.bootstrap_approach3(N, D, L, fit, dirichlet_weights(boot_rng, len(N), args.boot))
+                ce = percentile_ci(b["E"], args.level)
+                hits["bE"] += bool(ce and ce[0] <= t["E"] <= ce[1])
+                wb.append(ce[1] - ce[0] if ce else np.nan)
+            r = args.replicates
+            print(f"| {sigma:g} | {noise} | {hits['pE'] / r:.2f} | {np.median(wp):.3f} | "
+                  f"{hits['bE'] / r:.2f} | {np.nanmedian(wb):.3f} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -102,8 +143,17 @@ def main(argv=None) -> None:
     c.add_argument("--level", type=float, default=0.8)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--delta", type=float, default=approach3.DELTA, help="Huber threshold (1e-3: Chinchilla's)")
+    p = sub.add_parser("profile")
+    p.add_argument("--replicates", type=int, default=100)
+    p.add_argument("--budgets", type=int, default=5)
+    p.add_argument("--sizes", type=int, default=8)
+    p.add_argument("--sigma", type=float, nargs="+", default=[SIGMA_CHINCHILLA, 0.02])
+    p.add_argument("--noise", nargs="+", default=["normal", "laplace"], choices=["normal", "laplace"])
+    p.add_argument("--boot", type=int, default=200)
+    p.add_argument("--level", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    {"speed": speed, "calibration": calibration}[args.cmd](args)
+    {"speed": speed, "calibration": calibration, "profile": profile}[args.cmd](args)
 
 
 if __name__ == "__main__":

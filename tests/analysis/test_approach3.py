@@ -10,7 +10,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import huber, logsumexp
 
 from analysis.approach3 import (DELTA, _polish, _Problem, approach3_skip_reason, fit_approach3, init_grid,
-                                objective, optimal_allocation, params_from_theta, predict_loss, refit_batch)
+                                objective, optimal_allocation, params_from_theta, predict_loss, profile_e,
+                                profile_set, refit_batch)
 from analysis.stats import run_counts
 
 # Chinchilla's fit (Hoffmann et al. 2022, Sec. 3.3)
@@ -221,3 +222,80 @@ def test_unknown_method_is_refused():
     N, D = design()
     with pytest.raises(ValueError, match="method must be one of varpro, grid"):
         fit_approach3(N, D, predict_loss(TRUE, N, D), method="newton")
+
+
+def _held_e_minimum(N, D, L, e, start):
+    """The Huber objective minimised over (a, b, α, β) with e held, by scipy's L-BFGS-B: the independent check."""
+    from scipy.optimize import minimize
+
+    def fun(th):
+        f, g = objective([th[0], th[1], e, th[2], th[3]], N, D, L)
+        return f, g[[0, 1, 3, 4]]
+
+    return minimize(fun, start, jac=True, method="L-BFGS-B",
+                    options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-12}).fun
+
+
+def test_profile_over_e_refits_match_scipy_and_the_free_fit():
+    # each held-E refit reaches scipy's minimum with E held there; at the fit's own E the deviance is 0, elsewhere
+    # 2 (f_E - f_min) E[ψ']/E[ψ²]
+    N, D = design(n_budgets=4, sizes=8)
+    L = predict_loss(TRUE, N, D) * np.exp(0.01 * np.random.default_rng(3).standard_normal(len(N)))
+    fit = fit_approach3(N, D, L)
+    prof = profile_e(N, D, L, fit, shares=(0.0, 0.5, 0.9))
+    # the 3 shares, the fit's own E and the last E inside each end of the set (found by bisection)
+    assert len(prof["E"]) == 6 and prof["E"] == sorted(prof["E"])
+    for end, side in zip(prof["E_set"], (-1, 1)):
+        i = int(np.argmin(np.abs(np.array(prof["E"]) - end)))
+        assert prof["E"][i] == pytest.approx(end, rel=1e-3)
+        assert prof["deviance"][i] == pytest.approx(prof["threshold"], rel=0.05)
+        assert prof["deviance"][i + side] > prof["threshold"]
+    start = [fit["theta"][0], fit["theta"][1], fit["theta"][3], fit["theta"][4]]
+    f_min = min(prof["objective"])
+    for E, f, dev in zip(prof["E"], prof["objective"], prof["deviance"]):
+        ref = _held_e_minimum(N, D, L, math.log(E), start)
+        assert f <= ref * (1 + 1e-6) and f >= ref * (1 - 1e-3), E
+        assert dev == pytest.approx(2 * prof["deviance_scale"] * (f - f_min), abs=1e-9)
+    i = prof["E"].index(pytest.approx(fit["E"], rel=1e-9))
+    assert prof["deviance"][i] == pytest.approx(0.0, abs=1e-6)
+    assert prof["E_set"][0] <= fit["E"] <= prof["E_set"][1]
+    assert prof["a_6ND_set"][0] <= fit["a"] <= prof["a_6ND_set"][1]
+    # at E = 0 the surface has to stand in for 1.69 nats: far outside the set
+    assert prof["deviance"][0] > 10 * prof["threshold"]
+
+
+def test_profile_over_e_narrows_with_the_noise():
+    # the same draws at 2% and 0.5% noise on Chinchilla's surface (E = 1.69): each set brackets its fit's E, and
+    # the deviance's curvature goes as 1/σ², so the set is about 4x narrower at a quarter of the noise; with no
+    # irreducible loss the fit puts E at its bound and the set starts there
+    N, D = design(n_budgets=5, sizes=8)
+    z = np.random.default_rng(5).standard_normal(len(N))
+    widths = []
+    for sigma in (0.02, 0.005):
+        L = predict_loss(TRUE, N, D) * np.exp(sigma * z)
+        fit = fit_approach3(N, D, L)
+        prof = profile_e(N, D, L, fit, shares=np.linspace(0, 0.95, 77))
+        assert prof["E_set"][0] < fit["E"] < prof["E_set"][1]
+        assert prof["a_6ND_set"][0] < fit["a"] < prof["a_6ND_set"][1]
+        widths.append(prof["E_set"][1] - prof["E_set"][0])
+    assert 2.5 < widths[0] / widths[1] < 6.0
+    L0 = predict_loss({**TRUE, "E": 0.0}, N, D) * np.exp(0.005 * z)
+    fit0 = fit_approach3(N, D, L0)
+    assert fit0["E"] < 1e-3 * L0.min()
+    prof0 = profile_e(N, D, L0, fit0)
+    assert prof0["E_set"][0] == pytest.approx(fit0["E"], rel=1e-6)
+    assert prof0["E_set"][1] > prof0["E_set"][0]
+
+
+def test_profile_set_interpolates_the_threshold_crossings():
+    # deviance 0 at x = 2, rising 2 per unit to the left and 1 to the right: threshold 1.5 is crossed at
+    # 2 - 1.5/2 = 1.25 and 3 + 0.5 = 3.5; the series y = x over the set spans exactly those ends, and a grid end
+    # bounds a set that does not close
+    x = [0.0, 1.0, 2.0, 3.0, 4.0]
+    dev = [3.0, 2.0, 0.0, 1.0, 2.0]
+    (lo, hi), (ylo, yhi) = profile_set(x, dev, 1.5, [x])
+    assert (lo, hi) == (pytest.approx(1.25), pytest.approx(3.5))
+    assert (ylo, yhi) == (pytest.approx(1.25), pytest.approx(3.5))
+    (lo, hi), = profile_set(x, [0.0, 0.5, 1.0, 2.0, 9.0], 1.5, [])
+    assert (lo, hi) == (0.0, pytest.approx(2.5))
+    assert profile_set(x, [np.nan] * 5, 1.5, [x]) == (None, None)
