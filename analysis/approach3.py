@@ -502,11 +502,12 @@ def profile_e(N, D, L, fit: dict, *, level: float = 0.8, shares=PROFILE_SHARES, 
     For each E in ``shares`` x the lowest loss (and the fit's own E), (A, B, α, β) are refitted with E held (the
     batched quasi-Newton fit, started from the free fit and from each other local minimum it found).  The deviance
     of each is the robust likelihood-ratio statistic of an M-estimator (Schrader & Hettmansperger 1980, "Robust
-    analysis of variance based upon a likelihood ratio criterion"): 2 (f_E - f_min) E[ψ'] / E[ψ²], ψ = Huber_δ'
-    (``deviance_scale``), asymptotically χ²₁ under E's true value whatever the error distribution.  With δ above the
-    noise it is least squares' ΔRSS / σ²; with δ = 1e-3 below it, the L1 statistic of Koenker & Bassett (1982).  The
-    E whose deviance is below χ²₁'s ``level`` quantile form the profile set (Wilks; each end found by bisection
-    between grid points, and the last E inside added to the lists; ``profile_set``); ``a_6ND_set``/``b_6ND_set`` are the exponents' range over it (App. D.2's
+    analysis of variance based upon a likelihood ratio criterion"): 2 (f_E - f_min) E[ψ'] / E[ψ²], ψ = Huber_δ',
+    asymptotically χ²₁ at E's true value when E[ψ'] and E[ψ²] are the errors' own (here those of a Gaussian with the
+    residuals' robust SD, ``deviance_scale``).  With δ above the noise it is least squares' ΔRSS / σ²; with
+    δ = 1e-3 below it, the L1 statistic of Koenker & Bassett (1982).  The E whose deviance is below χ²₁'s ``level``
+    quantile form the profile set (Wilks; each end found by bisection between grid points, the last E inside it
+    added to the lists; ``profile_set``).  ``a_6ND_set``/``b_6ND_set`` are the exponents' range over it (App. D.2's
     a = β/(α+β), b = α/(α+β)): how far they move with E alone, not intervals for them.
 
     Returns {E, objective, deviance, alpha, beta, a_6ND, b_6ND: lists over the E values (ascending),

@@ -37,16 +37,17 @@ def _e_profile_lines(prof: dict | None) -> list[str]:
         return []
     L = [f"Approach 3 with E held fixed (deviance 2 Δf E[ψ']/E[ψ²], Schrader & Hettmansperger's robust likelihood "
          f"ratio; at most {prof['threshold']:.3g}, χ²₁'s {prof['level']:.0%} quantile, is inside the profile set ✓):", ""]
+
     def num(v, spec="{:.3f}"):  # NaN is null in fit.json
         return "—" if v is None or not math.isfinite(v) else spec.format(v)
 
     rows = [[num(e, "{:.4g}"), num(d, "{:.2f}") + (" ✓" if d is not None and d <= prof["threshold"] else ""),
              num(al), num(be), num(a), num(b)]
-            for e, d, al, be, a, b in zip(prof["E"], prof["deviance"], prof["alpha"], prof["beta"], prof["a"], prof["b"])]
+            for e, d, al, be, a, b in zip(*(prof[k] for k in ("E", "deviance", "alpha", "beta", "a", "b")))]
     L += _table(["E", "deviance", "α", "β", "a", "b"], rows)
     if prof.get("E_set") and prof.get("a_set") and prof.get("b_set"):
-        L.append(f"Over the profile set E = {prof['E_set'][0]:.3g}-{prof['E_set'][1]:.3g}, a = "
-                 f"{prof['a_set'][0]:.3f}-{prof['a_set'][1]:.3f} and b = {prof['b_set'][0]:.3f}-{prof['b_set'][1]:.3f}.")
+        (e0, e1), (a0, a1), (b0, b1) = prof["E_set"], prof["a_set"], prof["b_set"]
+        L.append(f"Over the profile set E = {e0:.3g}-{e1:.3g}, a = {a0:.3f}-{a1:.3f} and b = {b0:.3f}-{b1:.3f}.")
         L.append("")
     return L
 
