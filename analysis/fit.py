@@ -168,11 +168,13 @@ def _fit_approach3(rows, N, n_boot, rng, level, method, axis, budgets):
     return fit, boot
 
 
-def _e_profile(N, D, L, fit, level, axis, budgets) -> dict:
+def _e_profile(N, D, L, fit, level, axis, budgets) -> dict | None:
     """analysis.approach3.profile_e, with each refit's a and b also on the sweep's compute axis (``a``, ``b``, as
     the fit's own are), and the range of those over the profile set (``a_set``, ``b_set``).  When E is at its
-    bound, the fit's warning gains what the profile says."""
+    bound, the fit's warning gains what the profile says.  None where no held-E refit is a power law."""
     prof = approach3.profile_e(N, D, L, fit, level=level)
+    if prof is None:
+        return None
     params = prof.pop("params")
     if budgets and "slope_budgets" in fit:
         slopes = [allocation_slopes(p, budgets, axis) for p in params]
@@ -184,8 +186,9 @@ def _e_profile(N, D, L, fit, level, axis, budgets) -> dict:
                                                             [prof["a"], prof["b"]])
     at_bound = [i for i, w in enumerate(fit["warnings"]) if w.startswith("E = ") and "at its bound" in w]
     if at_bound and prof["E_set"] and prof["a_set"]:
+        up_to = "at least up to" if prof["E_set_open_above"] else "up to"
         fit["warnings"][at_bound[0]] += (
-            f"; held fixed, any E up to {prof['E_set'][1]:.3g} fits within the {level:.0%} profile-likelihood "
+            f"; held fixed, any E {up_to} {prof['E_set'][1]:.3g} fits within the {level:.0%} profile-likelihood "
             f"threshold, and over those a runs {prof['a_set'][0]:.3f}-{prof['a_set'][1]:.3f} "
             f"(fit.json approach3.e_profile)")
     return prof

@@ -47,7 +47,9 @@ def _e_profile_lines(prof: dict | None) -> list[str]:
     L += _table(["E", "deviance", "α", "β", "a", "b"], rows)
     if prof.get("E_set") and prof.get("a_set") and prof.get("b_set"):
         (e0, e1), (a0, a1), (b0, b1) = prof["E_set"], prof["a_set"], prof["b_set"]
-        L.append(f"Over the profile set E = {e0:.3g}-{e1:.3g}, a = {a0:.3f}-{a1:.3f} and b = {b0:.3f}-{b1:.3f}.")
+        above = " (open above: it reaches the grid's top)" if prof.get("E_set_open_above") else ""
+        L.append(f"Over the profile set E = {e0:.3g}-{e1:.3g}{above}, a = {a0:.3f}-{a1:.3f} and "
+                 f"b = {b0:.3f}-{b1:.3f}.")
         L.append("")
     return L
 

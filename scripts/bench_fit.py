@@ -4,7 +4,7 @@
     python scripts/bench_fit.py calibration            # 80% interval coverage on synthetic surfaces
     python scripts/bench_fit.py profile                # the same for the profile set over E (approach3.profile_e)
 
-Both print a markdown section; the recorded results are in benchmarks/fit_speed.md and
+Each prints a markdown section; the recorded results are in benchmarks/fit_speed.md and
 benchmarks/fit_calibration.md.
 """
 
@@ -95,12 +95,13 @@ def profile(args) -> None:
     t = approach3.params_from_theta([np.log(CHINCHILLA["A"]), np.log(CHINCHILLA["B"]), np.log(CHINCHILLA["E"]),
                                      CHINCHILLA["alpha"], CHINCHILLA["beta"]])
     L_true = approach3.predict_loss(t, N, D)
-    shares = np.linspace(0.0, 0.95, 39)
     print(f"## Approach 3's profile set over E: {args.replicates} replicates, {len(N)} runs each\n")
     print(f"Machine: {machine()}\n")
     print(f"Truth: Chinchilla's fit {CHINCHILLA}.  Design: {args.budgets} budgets 1e18-1e22 x {args.sizes} sizes "
           f"within ±1 decade of N_opt, D = C/(6N).  Noise on log L: sigma x (normal, or Laplace of the same SD).  "
-          f"Profile over {len(shares)} E values (0-95% of the lowest loss); {args.boot} Dirichlet bootstrap refits "
+          f"Profile over analysis's default grid, E at {len(approach3.PROFILE_SHARES)} shares of the lowest loss "
+          f"({min(approach3.PROFILE_SHARES):g}-{max(approach3.PROFILE_SHARES):g}), ends by bisection; "
+          f"{args.boot} Dirichlet bootstrap refits "
           f"per replicate for comparison; {args.level:.0%} level.  Seed {args.seed}.\n")
     print("| sigma | noise | profile set: E covered | median width | bootstrap: E covered | median width | seconds |")
     print("|---|---|---|---|---|---|---|")
@@ -114,15 +115,16 @@ def profile(args) -> None:
                 z = rng.standard_normal(len(N)) if noise == "normal" else rng.laplace(0, 1 / np.sqrt(2), len(N))
                 L = L_true * np.exp(sigma * z)
                 fit = approach3.fit_approach3(N, D, L)
-                prof = approach3.profile_e(N, D, L, fit, level=args.level, shares=shares)
-                hits["pE"] += prof["E_set"][0] <= t["E"] <= prof["E_set"][1]
-                wp.append(prof["E_set"][1] - prof["E_set"][0])
+                prof = approach3.profile_e(N, D, L, fit, level=args.level)
+                ok = prof is not None and prof["E_set"] is not None
+                hits["pE"] += ok and prof["E_set"][0] <= t["E"] <= prof["E_set"][1]
+                wp.append(prof["E_set"][1] - prof["E_set"][0] if ok else np.nan)
                 b = approach3.bootstrap_approach3(N, D, L, fit, dirichlet_weights(boot_rng, len(N), args.boot))
                 ce = percentile_ci(b["E"], args.level)
                 hits["bE"] += bool(ce and ce[0] <= t["E"] <= ce[1])
                 wb.append(ce[1] - ce[0] if ce else np.nan)
             r = args.replicates
-            print(f"| {sigma:g} | {noise} | {hits['pE'] / r:.2f} | {np.median(wp):.3f} | "
+            print(f"| {sigma:g} | {noise} | {hits['pE'] / r:.2f} | {np.nanmedian(wp):.3f} | "
                   f"{hits['bE'] / r:.2f} | {np.nanmedian(wb):.3f} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
 

@@ -9,8 +9,8 @@ import pytest
 from scipy.optimize import minimize_scalar
 from scipy.special import huber, logsumexp
 
-from analysis.approach3 import (DELTA, _polish, _Problem, approach3_skip_reason, fit_approach3, init_grid,
-                                objective, optimal_allocation, params_from_theta, predict_loss, profile_e,
+from analysis.approach3 import (DELTA, _polish, _Problem, approach3_skip_reason, deviance_scale, fit_approach3,
+                                init_grid, objective, optimal_allocation, params_from_theta, predict_loss, profile_e,
                                 profile_set, refit_batch)
 from analysis.stats import run_counts
 
@@ -243,13 +243,17 @@ def test_profile_over_e_refits_match_scipy_and_the_free_fit():
     L = predict_loss(TRUE, N, D) * np.exp(0.01 * np.random.default_rng(3).standard_normal(len(N)))
     fit = fit_approach3(N, D, L)
     prof = profile_e(N, D, L, fit, shares=(0.0, 0.5, 0.9))
-    # the 3 shares, the fit's own E and the last E inside each end of the set (found by bisection)
-    assert len(prof["E"]) == 6 and prof["E"] == sorted(prof["E"])
+    # the 3 shares, the fit's own E and, at each end of the set (found by bisection), the last E inside and outside
+    assert len(prof["E"]) == 8 and prof["E"] == sorted(prof["E"])
+    assert not prof["E_set_open_above"]
     for end, side in zip(prof["E_set"], (-1, 1)):
-        i = int(np.argmin(np.abs(np.array(prof["E"]) - end)))
+        near = np.argsort(np.abs(np.array(prof["E"]) - end))
+        i = int(next(j for j in near if prof["deviance"][j] <= prof["threshold"]))  # the last E inside
+        assert 0 <= i + side < len(prof["E"])
         assert prof["E"][i] == pytest.approx(end, rel=1e-3)
         assert prof["deviance"][i] == pytest.approx(prof["threshold"], rel=0.05)
         assert prof["deviance"][i + side] > prof["threshold"]
+        assert prof["E"][i + side] == pytest.approx(end, rel=1e-3)
     start = [fit["theta"][0], fit["theta"][1], fit["theta"][3], fit["theta"][4]]
     f_min = min(prof["objective"])
     for E, f, dev in zip(prof["E"], prof["objective"], prof["deviance"]):
@@ -299,3 +303,20 @@ def test_profile_set_interpolates_the_threshold_crossings():
     (lo, hi), = profile_set(x, [0.0, 0.5, 1.0, 2.0, 9.0], 1.5, [])
     assert (lo, hi) == (0.0, pytest.approx(2.5))
     assert profile_set(x, [np.nan] * 5, 1.5, [x]) == (None, None)
+
+
+def test_deviance_scale_against_monte_carlo_and_its_limits():
+    # E[ψ']/E[ψ²] of Huber's ψ for N(0, σ²) errors: against a direct Monte Carlo average at δ = σ/5, and its limits,
+    # least squares' 1/σ² for δ far above the noise and L1's 2φ(0)/(σδ) far below it
+    sigma = 0.01
+    r = sigma * np.random.default_rng(0).standard_normal(400_000)
+    for delta in (sigma / 5, 1e-6, 1.0):
+        mc = np.mean(np.abs(r) <= delta) / np.mean(np.clip(r, -delta, delta) ** 2) if delta > 1e-5 else None
+        got = deviance_scale(r, delta)
+        if mc is not None:
+            assert got == pytest.approx(mc, rel=0.02), delta
+    assert deviance_scale(r, 1.0) == pytest.approx(1 / sigma**2, rel=0.01)
+    assert deviance_scale(r, 1e-6) == pytest.approx(2 / math.sqrt(2 * math.pi) / (sigma * 1e-6), rel=0.01)
+    # the fitted parameters' share of the residuals' spread: sqrt(n/(n - p)) on σ
+    few = r[:40]
+    assert deviance_scale(few, 1.0, n_params=5) == pytest.approx(deviance_scale(few, 1.0) * 35 / 40, rel=1e-9)

@@ -92,6 +92,11 @@ def test_all_three_approaches_with_intervals(analysed):
     assert set(result["approach2"]) >= {"a", "b", "budgets", "N_opt", "D_opt", "L_opt", "parabolas", "ci", "ci_runs"}
     assert result["approaches_skipped"] == {} and result["n_runs"] == 28
     assert result["params"] == "total" and result["bootstrap"] == 200 and result["ci_level"] == 0.8
+    # the profile over E: a and b on the sweep's axis for every held E, and a set around Chinchilla's E = 1.69
+    prof = f3["e_profile"]
+    assert len(prof["a"]) == len(prof["b"]) == len(prof["E"]) == len(prof["deviance"]) > 10
+    assert prof["E_set"][0] < f3["E"] < prof["E_set"][1] and not prof["E_set_open_above"]
+    assert prof["a_set"][0] <= f3["a"] <= prof["a_set"][1]
 
 
 def test_projections(analysed):
@@ -139,6 +144,7 @@ def test_report(analysed):
     assert "![Approach 2: isoFLOP profiles](figures/isoflop.png)" in report
     assert "![Approach 1: training-curve envelope](figures/envelope.png)" in report
     assert "bits per byte" in report
+    assert "Approach 3 with E held fixed" in report and "Over the profile set E = " in report
 
 
 def test_figures_data(sweep):
