@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import approach3, load_results  # noqa: E402
 from analysis.stats import dirichlet_weights, percentile_ci, run_counts  # noqa: E402
-from analysis.synthetic import CHINCHILLA, KEYS, SIGMA_CHINCHILLA, coverage, isoflop_design  # noqa: E402
+from analysis.synthetic import CHINCHILLA, KEYS, SIGMA_CHINCHILLA, coverage, isoflop_design, truth  # noqa: E402
 
 EPOCH_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"
 
@@ -92,8 +92,7 @@ def profile(args) -> None:
     range of a is how far a moves with E alone, not an interval for a, so it is not scored.)"""
     budgets = np.logspace(18, 22, args.budgets)
     N, D = isoflop_design(budgets=budgets, sizes=args.sizes)
-    t = approach3.params_from_theta([np.log(CHINCHILLA["A"]), np.log(CHINCHILLA["B"]), np.log(CHINCHILLA["E"]),
-                                     CHINCHILLA["alpha"], CHINCHILLA["beta"]])
+    t = truth()
     L_true = approach3.predict_loss(t, N, D)
     print(f"## Approach 3's profile set over E: {args.replicates} replicates, {len(N)} runs each\n")
     print(f"Machine: {machine()}\n")
