@@ -11,8 +11,8 @@ ALLOCATOR = r"""
 import ctypes, json, sys, torch
 from sweep.device import keep_cpu_memory
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33's struct mallinfo2, every field a size_t
-    _fields_ = [(f, ctypes.c_size_t) for f in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                               "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 applied = keep_cpu_memory() if sys.argv[1] == "keep" else False
@@ -21,8 +21,8 @@ def block(nbytes):
     t.fill_(1)
     return t
 start = libc.mallinfo2().hblkhd
-# blocks (4 to 6.5 MiB) that grow each time, as a step's activations do when sizes vary: glibc's dynamic threshold only rises to
-# the largest block freed so far, so each of these is a fresh mapping by default
+# blocks (4 to 6.5 MiB) that grow each time, as a step's activations do when sizes vary: glibc's dynamic threshold
+# only rises to the largest block freed so far, so each of these is a fresh mapping by default
 mapped = 0
 for i in range(40):
     t = block((4096 + 64 * i) << 10)
@@ -33,11 +33,12 @@ t = block(8 << 20)
 alive = libc.mallinfo2()
 del t
 freed = libc.mallinfo2()
-print(json.dumps({"applied": applied, "mmapped_alive": alive.hblkhd - base.hblkhd, "mmapped_freed": freed.hblkhd - base.hblkhd,
-                  "free_kept": freed.fordblks - alive.fordblks, "growing_mapped": mapped}))
+print(json.dumps({"applied": applied, "mmapped_alive": alive.hblkhd - base.hblkhd,
+                  "mmapped_freed": freed.hblkhd - base.hblkhd, "free_kept": freed.fordblks - alive.fordblks,
+                  "growing_mapped": mapped}))
 """
 
-CHILD = r"""
+TRAINING_STEPS = r"""
 import json, resource, sys, torch
 from models.transformer import ModelConfig, Transformer
 from sweep.device import keep_cpu_memory
@@ -67,10 +68,6 @@ def child(code: str, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def faults(mode: str) -> dict:
-    return child(CHILD, mode)
-
-
 def has_mallinfo2() -> bool:
     try:
         return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
@@ -95,7 +92,7 @@ def test_keep_cpu_memory_serves_large_blocks_from_the_heap_and_keeps_them_after_
 @pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
 def test_keep_cpu_memory_cuts_the_page_faults_of_training_steps():
     # the same 40 steps of a smoke-sized model (20k params, batch 16 x 128), in two fresh processes
-    plain, kept = faults("plain"), faults("keep")
+    plain, kept = child(TRAINING_STEPS, "plain"), child(TRAINING_STEPS, "keep")
     assert kept["applied"] is True
     # default glibc unmaps large freed blocks and faults them in again on a later step; kept, the steady state
     # faults less.  How many faults either side takes depends on the machine (its transparent huge page sizes,
