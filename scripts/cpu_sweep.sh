@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce benchmarks/cpu_sweep/ with one command (`make cpu-sweep`): the CPU isoFLOP study on prose (c4-like) and
 # code (github-code-like) from ../shared/corpora, with conf/experiment/cpu_sweep.yaml's design: the tiny preset
-# (byte-level tokens), 4 budgets over 1.5 decades, WSD trunks with cooldown forks, 2 seeds at the 3 central sizes,
-# and the forward validation (3 sizes at 3x the top budget).  Each dataset trains at its own fitted recipe
+# (byte-level tokens), 4 budgets over 1.5 decades, WSD trunks with cooldown forks, 3 seeds at the 3 central sizes,
+# and the forward validation (3 sizes at 3x the top budget); the fits are also made on the issue's 2-seed design,
+# the same runs less the third seed's (two_seeds/).  Each dataset trains at its own fitted recipe
 # (conf/recipe/tiny_prose.yaml, tiny_code.yaml: scripts/bench_lr_scan.py, run once and committed; this script does
 # not rerun them).  The two sweeps run side by side, one thread each; then the joint fit, the --holdout-top
 # self-check, figures and the report.  Every step is resumable: rerunning after a kill picks up where it stopped.
@@ -51,6 +52,20 @@ stamp "analysis: ${A[*]} --out $OUT"
 stamp "analysis: ${A[*]} --holdout-top --out $OUT/holdout_top"
 mkdir -p "$OUT/holdout_top"
 "${A[@]}" --holdout-top --out "$OUT/holdout_top" | tee "$OUT/holdout_top/summary.txt"
+# the issue's design (2 seeds at the central sizes) out of the same runs: the third and later seeds' run dirs left out
+S=()
+for ds in prose code; do
+    sub="outputs/cpu-$ds-2seeds"
+    rm -rf "$sub" && mkdir -p "$sub"
+    for r in "outputs/cpu-$ds"/*/; do
+        case "$(basename "$r")" in *-s[2-9] | *-s[2-9]-trunk) ;; *) ln -s "$(realpath "$r")" "$sub/" ;; esac
+    done
+    S+=("$ds=$sub")
+done
+A2=("$PY" -m analysis "${S[@]}" --project 5.76e23 1e14 --bootstrap 1000)
+stamp "analysis, 2 seeds: ${A2[*]} --out $OUT/two_seeds"
+mkdir -p "$OUT/two_seeds"
+"${A2[@]}" --out "$OUT/two_seeds" | tee "$OUT/two_seeds/summary.txt"
 for ds in prose code; do  # progress bars end their lines with \r
     tr '\r' '\n' < "outputs/sweep-$ds.log" | grep -a "sweep efficiency\|forks:" | sed "s/^/$ds: /"
 done > "$OUT/efficiency.txt" || true
