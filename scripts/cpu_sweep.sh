@@ -46,7 +46,8 @@ run_dataset code "${code[@]}" &
 wait %1 && wait %2
 stamp "both sweeps (grid and validation runs) took $((SECONDS - start)) s"
 
-A=("$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code --project 5.76e23 1e14 --bootstrap 1000)
+FIT=(--project 5.76e23 1e14 --bootstrap 1000)  # the fits' options, the same for every analysis below
+A=("$PY" -m analysis prose=outputs/cpu-prose code=outputs/cpu-code "${FIT[@]}")
 stamp "analysis: ${A[*]} --out $OUT"
 "${A[@]}" --out "$OUT" | tee "$OUT/summary.txt"
 stamp "analysis: ${A[*]} --holdout-top --out $OUT/holdout_top"
@@ -62,7 +63,7 @@ for ds in prose code; do
     done
     S+=("$ds=$sub")
 done
-A2=("$PY" -m analysis "${S[@]}" --project 5.76e23 1e14 --bootstrap 1000)
+A2=("$PY" -m analysis "${S[@]}" "${FIT[@]}")
 stamp "analysis, 2 seeds: ${A2[*]} --out $OUT/two_seeds"
 mkdir -p "$OUT/two_seeds"
 "${A2[@]}" --out "$OUT/two_seeds" | tee "$OUT/two_seeds/summary.txt"
